@@ -1,0 +1,35 @@
+# The two set-up commands of the README: `make test` and `make demo`. Both create .venv if missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_CPU := torch==2.13.0
+
+.PHONY: test demo lint venv bench clean
+
+venv: $(STAMP)
+
+# Where no NVIDIA GPU is present, install the CPU build of torch first so that the looser `torch>=2.3`
+# of pyproject.toml is already satisfied (otherwise pip downloads a multi-GB CUDA build).
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/python -m pip install -q $(TORCH_CPU); fi
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check autoias_pl tests benchmarks
+
+test: $(STAMP)
+	$(BIN)/ruff check autoias_pl tests benchmarks
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest
+
+demo: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m autoias_pl.demo --out runs/demo
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do OMP_WAIT_POLICY=PASSIVE $(BIN)/python $$b; done
+
+clean:
+	rm -rf runs lightning_logs .pytest_cache
