@@ -1,0 +1,40 @@
+"""CTR metrics shared by the search and retrain modules: AUC and logloss, from torchmetrics (DDP-synced)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import BinaryAUROC
+
+
+class BinaryLogLoss(Metric):
+    """Mean binary cross-entropy of logits against 0/1 labels, accumulated as (sum, count)."""
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:  # (B,), (B,)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="sum")
+        self.total += loss.double()
+        self.count += labels.numel()
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count.clamp_min(1)).float()
+
+
+class _AUROCFromLogits(BinaryAUROC):
+    """BinaryAUROC that takes logits (the sigmoid is monotone, so AUC is the same on probabilities)."""
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:  # type: ignore[override]
+        super().update(torch.sigmoid(logits.float()), labels.long())
+
+
+def ctr_metrics(prefix: str) -> MetricCollection:
+    """`{prefix}auc` and `{prefix}logloss` over (logits, labels); e.g. prefix "val/"."""
+    return MetricCollection({"auc": _AUROCFromLogits(), "logloss": BinaryLogLoss()}, prefix=prefix)
