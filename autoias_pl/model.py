@@ -1,0 +1,168 @@
+"""The standalone CTR model of one architecture, at its true sizes (paper 3.2; no supernet code).
+
+Its parameter count equals `Architecture.num_params` exactly. To stay loop-free over fields and pairs:
+- fields are grouped by embedding width: one concatenated table per distinct d (<= |emb_dims| lookups);
+- fields in a selected pair are projected per (d_i, K_i) group, K_i = widest selected pair of field i;
+  a pair of width k reads the column prefix [:k] of its fields' projections;
+- pairs are grouped by (function, k) (<= |functions| x |proj_dims| groups), the shared concat map is Kc x Kc;
+- inside every group the vectors are sorted by insertion target, so a layer reads contiguous slices.
+MLP layers before the first one that receives a vector would compute a constant: they do not exist here
+(`export` folds that constant into the next bias).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from autoias_pl.space import Architecture
+
+_ELEMENTWISE = {"product": torch.mul, "plus": torch.add, "max": torch.maximum}  # eq. 6, concat below
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which tensors the model of an architecture has and in which order its vectors enter each layer."""
+
+    emb_groups: tuple[tuple[int, tuple[int, ...]], ...]  # (d, fields): selected by (target, id), then pair-only
+    proj_groups: tuple[tuple[int, int, tuple[int, ...]], ...]  # (d, K, fields)
+    pair_groups: tuple[tuple[str, int, tuple[int, ...]], ...]  # (function, k, pairs sorted by (target, id))
+    concat_width: int  # Kc, 0 without a selected concat pair
+    first: int | None  # first hidden layer that receives a vector
+    inputs: tuple[tuple[int, ...], ...]  # per target 0..L: vector ids in input order (after o_{l-1})
+
+    @classmethod
+    def of(cls, arch: Architecture) -> Layout:
+        space, n = arch.space, arch.space.num_fields
+        sel, target = arch.selected, arch.insert_layers
+        kmax, kc = arch._pair_groups()
+        used = arch.used_fields()
+        rank = {v: (target[v] if sel[v] else space.output_layer + 1, v) for v in range(space.num_vectors)}
+        d = arch.emb_dims
+        emb = tuple((w, tuple(sorted((i for i in used if d[i] == w), key=rank.get)))
+                    for w in sorted({d[i] for i in used}))
+        proj_keys = sorted({(d[i], k) for i, k in kmax.items()})
+        proj = tuple((dw, k, tuple(sorted(i for i in kmax if (d[i], kmax[i]) == (dw, k)))) for dw, k in proj_keys)
+        pairs = [p for p in range(space.num_pairs) if sel[n + p]]
+        keys = sorted({(space.functions.index(arch.funcs[p]), arch.proj_dims[p]) for p in pairs})
+        groups = tuple(
+            (space.functions[f], k, tuple(sorted((p for p in pairs if arch.funcs[p] == space.functions[f]
+                                                  and arch.proj_dims[p] == k), key=lambda p: rank[n + p])))
+            for f, k in keys
+        )
+        order = [i for _, fs in emb for i in fs] + [n + p for _, _, ps in groups for p in ps]
+        inputs = tuple(tuple(v for v in order if sel[v] and target[v] == t) for t in range(space.num_layers + 1))
+        first = next((t for t in range(space.num_layers) if inputs[t]), None)
+        return cls(emb, proj, groups, kc, first, inputs)
+
+
+class CTRModel(nn.Module):
+    """The model of `architecture` over fields with `vocab_sizes`: (B, n) int64 ids -> logits (B,)."""
+
+    def __init__(self, arch: Architecture, vocab_sizes: Sequence[int]) -> None:
+        super().__init__()
+        self.architecture, self.vocab_sizes = arch, tuple(int(v) for v in vocab_sizes)
+        self.layout = lay = Layout.of(arch)
+        n, L = arch.space.num_fields, arch.space.num_layers
+        self.tables = nn.ModuleList()
+        where: dict[int, tuple[int, int]] = {}  # field -> (emb group, position)
+        for g, (w, fields) in enumerate(lay.emb_groups):
+            self.tables.append(nn.Embedding(sum(self.vocab_sizes[i] for i in fields), w))
+            local = torch.tensor([0, *(self.vocab_sizes[i] for i in fields[:-1])]).cumsum(0)  # (m,)
+            self._buffer(f"emb{g}_fields", list(fields))
+            self.register_buffer(f"emb{g}_offsets", local, persistent=False)
+            where.update({i: (g, r) for r, i in enumerate(fields)})
+        self.projections = nn.ParameterList()
+        proj_pos: dict[int, int] = {}
+        for g, (w, k, fields) in enumerate(lay.proj_groups):
+            self.projections.append(nn.Parameter(torch.empty(len(fields), w, k)))  # (m, d, K)
+            self._buffer(f"proj{g}_src", [where[i][1] for i in fields])
+            proj_pos.update({i: len(proj_pos) + r for r, i in enumerate(fields)})
+        self.proj_emb_group = [where[fields[0]][0] for _, _, fields in lay.proj_groups]
+        pairs = self.architecture.space.pairs
+        for g, (_, _, ps) in enumerate(lay.pair_groups):
+            self._buffer(f"pair{g}_left", [proj_pos[pairs[p][0]] for p in ps])
+            self._buffer(f"pair{g}_right", [proj_pos[pairs[p][1]] for p in ps])
+        kc = lay.concat_width
+        self.concat_a = nn.Parameter(torch.empty(kc, kc))  # (Kc, Kc)
+        self.concat_b = nn.Parameter(torch.empty(kc, kc))  # (Kc, Kc)
+        self.concat_c = nn.Parameter(torch.empty(kc))  # (Kc,)
+        self.slices = self._slices(n, L)
+        widths, h = arch.vector_widths, arch.hidden
+        self.mlp = nn.ModuleList()
+        for t in range(lay.first if lay.first is not None else L, L):
+            prev = h[t - 1] if t > lay.first else 0
+            self.mlp.append(nn.Linear(prev + sum(widths[v] for v in lay.inputs[t]), h[t]))
+        prev = h[L - 1] if lay.first is not None else 0
+        self.readout = nn.Linear(prev + sum(widths[v] for v in lay.inputs[L]), 1)
+        self.reset_parameters()
+
+    def _buffer(self, name: str, values: list[int]) -> None:
+        self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
+
+    def _slices(self, n: int, L: int) -> tuple[tuple[tuple[int, int, int], ...], ...]:
+        """Per target: (vector group, start, end); groups are the emb groups then the pair groups."""
+        lay, target = self.layout, self.architecture.insert_layers
+        members = [[i for i in fs if self.architecture.selected[i]] for _, fs in lay.emb_groups]
+        members += [[n + p for p in ps] for _, _, ps in lay.pair_groups]
+        out = []
+        for t in range(L + 1):
+            out.append(tuple((g, m.index(vs[0]), m.index(vs[0]) + len(vs))
+                             for g, m in enumerate(members) if (vs := [v for v in m if target[v] == t])))
+        return tuple(out)
+
+    def reset_parameters(self) -> None:
+        """Fresh init for retraining from scratch: embeddings N(0, 0.01), the rest like nn.Linear."""
+        for table in self.tables:
+            nn.init.normal_(table.weight, 0.0, 0.01)
+        for w in self.projections:
+            nn.init.uniform_(w, -(w.shape[1] ** -0.5), w.shape[1] ** -0.5)
+        if self.layout.concat_width:
+            bound = (2 * self.layout.concat_width) ** -0.5
+            for p in (self.concat_a, self.concat_b, self.concat_c):
+                nn.init.uniform_(p, -bound, bound)
+
+    def vectors(self, x: Tensor) -> list[Tensor]:
+        """(B, n) ids -> per vector group (emb groups, then pair groups) its vectors (B, m_g, w_g)."""
+        embs = [table(x.index_select(1, getattr(self, f"emb{g}_fields")) + getattr(self, f"emb{g}_offsets"))
+                for g, table in enumerate(self.tables)]  # [(B, m_g, d_g)]
+        groups = list(embs)
+        if self.layout.pair_groups:
+            proj = self._project(embs)  # (B, q, Kq)
+            for g, (func, k, _) in enumerate(self.layout.pair_groups):
+                ei = proj.index_select(1, getattr(self, f"pair{g}_left"))[:, :, :k]  # (B, m, k)
+                ej = proj.index_select(1, getattr(self, f"pair{g}_right"))[:, :, :k]  # (B, m, k)
+                if func == "concat":
+                    groups.append(ei @ self.concat_a[:k, :k] + ej @ self.concat_b[:k, :k] + self.concat_c[:k])
+                else:
+                    groups.append(_ELEMENTWISE[func](ei, ej))  # (B, m, k)
+        return groups
+
+    def _project(self, embs: list[Tensor]) -> Tensor:
+        """Projections of the fields in selected pairs, per (d, K) group, padded to the widest: (B, q, Kq)."""
+        kq = max(k for _, k, _ in self.layout.proj_groups)
+        out = []
+        for g, (w, src) in enumerate(zip(self.projections, self.proj_emb_group, strict=True)):
+            e = embs[src].index_select(1, getattr(self, f"proj{g}_src"))  # (B, m, d)
+            out.append(F.pad(torch.einsum("bmd,mdk->bmk", e, w), (0, kq - w.shape[2])))  # (B, m, Kq)
+        return torch.cat(out, 1)  # (B, q, Kq)
+
+    def _inputs(self, groups: list[Tensor], o: Tensor | None, target: int) -> list[Tensor]:
+        parts = [] if o is None else [o]
+        return parts + [groups[g][:, a:b].flatten(1) for g, a, b in self.slices[target]]  # [(B, w)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, n) int64 ids -> logits (B,)."""
+        groups = self.vectors(x)
+        o: Tensor | None = None
+        first, L = self.layout.first, self.architecture.space.num_layers
+        for layer, t in zip(self.mlp, range(first if first is not None else L, L), strict=True):
+            o = torch.relu(layer(torch.cat(self._inputs(groups, o, t), 1)))  # (B, h_t)
+        parts = self._inputs(groups, o, L)
+        if not parts:
+            return self.readout.bias.expand(x.shape[0])  # (B,)
+        return self.readout(torch.cat(parts, 1)).squeeze(1)  # (B,)
