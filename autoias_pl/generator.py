@@ -19,7 +19,8 @@ Each decision d of component c is drawn from softmax(MLP_c(x_d) + b_d), x_d = [s
 - b_d: a per-decision logit bias (our addition). With the MLP's last layer at zero, the MLP gets no
   gradient at the first step; b_d learns each decision's own preference directly from the first step on.
 
-A choice state is one learned embedding per (component, candidate) (paper 4.2.3). The MLPs have three
+A choice state is one learned embedding per (component, candidate) (paper 4.2.3; none for hidden,
+the last component, which nothing conditions on). The MLPs have three
 layers. The last layer and b start at zero, so every component starts uniform (select can instead start at
 P(select=1) = `init_select_prob`). Decisions of a component are computed and sampled in parallel, components
 in order, so the cost is linear in the number of decisions.
@@ -97,7 +98,8 @@ class ArchitectureGenerator(nn.Module):
         self.embed_dim = embed_dim
         E = embed_dim
         ncand = {c: len(space.candidates(c)) for c in COMPONENTS}
-        self.choice = nn.ModuleDict({c: nn.Embedding(ncand[c], E) for c in COMPONENTS})
+        # choice states of every component but the last (nothing conditions on it)
+        self.choice = nn.ModuleDict({c: nn.Embedding(ncand[c], E) for c in COMPONENTS[:-1]})
         self.slot = nn.ParameterDict(
             {c: nn.Parameter(torch.randn(space.num_decisions(c), E)) for c in COMPONENTS}  # (D_c, E)
         )
@@ -180,7 +182,8 @@ class ArchitectureGenerator(nn.Module):
         for comp in COMPONENTS:
             logits[comp] = self._logits(comp, n, idx, states)
             idx[comp] = pick(comp, logits[comp])
-            states[comp] = self.choice[comp](idx[comp])  # (n, D_c, E)
+            if comp in self.choice:
+                states[comp] = self.choice[comp](idx[comp])  # (n, D_c, E)
         return idx, logits
 
     def _logits(self, comp: str, n: int, idx: dict[str, Tensor], states: dict[str, Tensor]) -> Tensor:

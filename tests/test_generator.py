@@ -1,0 +1,224 @@
+"""The architecture generator: sampling, teacher-forced log-probs, explicit dependencies, REINFORCE."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from autoias_pl.generator import ArchitectureGenerator
+from autoias_pl.space import COMPONENTS, Architecture, ArchitectureError, SearchSpace
+
+PERTURB = 0.2  # weight noise that makes every conditional non-uniform without saturating it
+
+
+@pytest.fixture
+def space() -> SearchSpace:
+    # 5 fields, 10 pairs, 15 vectors, 3 layers (+ out)
+    return SearchSpace(field_names=("A", "B", "C", "D", "E"), emb_dims=(4, 8, 16), proj_dims=(4, 8), num_layers=3)
+
+
+def make_gen(space: SearchSpace, perturb: float = 0.0, seed: int = 0, **kw: object) -> ArchitectureGenerator:
+    """A generator; with `perturb`, every parameter gets Gaussian noise so nothing is uniform or zero."""
+    torch.manual_seed(seed)
+    gen = ArchitectureGenerator(space, embed_dim=8, hidden_dim=32, **kw)
+    if perturb:
+        g = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for p in gen.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * perturb)
+    return gen
+
+
+def with_choice(arch: Architecture, component: str, decision: int, value: int) -> Architecture:
+    idx = {c: list(arch.indices(c)) for c in COMPONENTS}
+    idx[component][decision] = value
+    return Architecture.from_indices(arch.space, idx)
+
+
+def reference_log_prob(gen: ArchitectureGenerator, arch: Architecture) -> float:
+    """Slow reference: one architecture at a time, a Python loop over components and decisions."""
+    total = 0.0
+    for c in COMPONENTS:
+        p = gen.probs(c, [arch])[0]  # (D_c, C)
+        for d, a in enumerate(arch.indices(c)):
+            total += float(torch.log(p[d, a].detach()))
+    return total
+
+
+def test_sample_shapes_ranges_and_architectures(space: SearchSpace) -> None:
+    s = make_gen(space, perturb=PERTURB).sample(7, torch.Generator().manual_seed(3))
+    assert len(s.architectures) == 7 and s.log_prob.shape == (7,)
+    for c in COMPONENTS:
+        D, C = space.num_decisions(c), len(space.candidates(c))
+        assert s.indices[c].shape == (7, D) and s.entropy[c].shape == (7,)
+        assert int(s.indices[c].min()) >= 0 and int(s.indices[c].max()) < C
+        assert [a.indices(c) for a in s.architectures] == [tuple(r) for r in s.indices[c].tolist()]
+        assert bool((s.entropy[c] > 0).all()) and bool((s.entropy[c] <= torch.log(torch.tensor(C)) + 1e-6).all())
+
+
+def test_log_prob_of_sample_matches_teacher_forcing_and_slow_reference(space: SearchSpace) -> None:
+    gen = make_gen(space, perturb=PERTURB)
+    s = gen.sample(6, torch.Generator().manual_seed(0))
+    forced = gen.log_prob(s.architectures)
+    ref = torch.tensor([reference_log_prob(gen, a) for a in s.architectures])
+    torch.testing.assert_close(s.log_prob.detach(), forced.detach())
+    torch.testing.assert_close(forced.detach(), ref, rtol=1e-5, atol=1e-4)
+    assert len(set(ref.tolist())) > 1  # the architectures (and their probabilities) differ
+
+
+def test_entropy_matches_probs(space: SearchSpace) -> None:
+    gen = make_gen(space, perturb=PERTURB)
+    archs = gen.sample(3, torch.Generator().manual_seed(0)).architectures
+    ent = gen.entropy(archs)
+    for c in COMPONENTS:
+        p = gen.probs(c, archs)  # (n, D_c, C)
+        torch.testing.assert_close(ent[c], -(p * p.log()).sum(-1).mean(-1))
+        torch.testing.assert_close(gen.entropy()[c], -(gen.probs(c) * gen.probs(c).log()).sum(-1).mean())
+
+
+def test_log_prob_is_differentiable_in_every_parameter(space: SearchSpace) -> None:
+    gen = make_gen(space, perturb=PERTURB)
+    archs = gen.sample(4, torch.Generator().manual_seed(0)).architectures
+    gen.log_prob(archs).sum().backward()
+    for name, p in gen.named_parameters():
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+
+
+def test_emb_choice_changes_proj_and_func_of_its_pairs_most(space: SearchSpace) -> None:
+    gen = make_gen(space, perturb=PERTURB)
+    a = gen.greedy()
+    field = 1
+    b = with_choice(a, "emb", field, (a.indices("emb")[field] + 1) % len(space.emb_dims))
+    has = torch.tensor([field in pair for pair in space.pairs])  # (P,)
+    for comp in ("proj", "func"):
+        p = gen.probs(comp, [a, b]).detach()  # (2, P, C)
+        change = (p[0] - p[1]).abs().sum(-1)  # (P,)
+        assert float(change[has].min()) > 1e-3, comp
+        # the pooled state moves every pair a little; the pairs of the field move more
+        assert float(change[has].mean()) > 2 * float(change[~has].mean()), comp
+
+
+def test_pair_select_depends_on_its_func_and_proj(space: SearchSpace) -> None:
+    gen = make_gen(space, perturb=PERTURB)
+    a, n, pair = gen.greedy(), space.num_fields, 4
+    for comp, ncand in (("func", len(space.functions)), ("proj", len(space.proj_dims))):
+        b = with_choice(a, comp, pair, (a.indices(comp)[pair] + 1) % ncand)
+        p = gen.probs("select", [a, b]).detach()  # (2, V, 2)
+        change = (p[0] - p[1]).abs().sum(-1)  # (V,)
+        assert float(change[n + pair]) > 1e-3 and float(change[n + pair]) == float(change.max()), comp
+
+
+def test_insert_depends_on_select_and_hidden_on_the_inserted_vectors(space: SearchSpace) -> None:
+    gen = make_gen(space, perturb=PERTURB)
+    a, v = gen.greedy(), 6
+    b = with_choice(a, "select", v, 1 - a.indices("select")[v])
+    p = gen.probs("insert", [a, b]).detach()  # (2, V, L + 1)
+    change = (p[0] - p[1]).abs().sum(-1)  # (V,)
+    assert float(change[v]) > 1e-3 and float(change[v]) == float(change.max())
+    ph = gen.probs("hidden", [a, b]).detach()  # (2, L, H)
+    assert float((ph[0] - ph[1]).abs().max()) > 1e-4
+
+
+def test_sampling_is_reproducible_per_seed(space: SearchSpace) -> None:
+    gen = make_gen(space, perturb=PERTURB)
+    s1, s2 = (gen.sample(5, torch.Generator().manual_seed(11)) for _ in range(2))
+    s3 = gen.sample(5, torch.Generator().manual_seed(12))
+    assert s1.architectures == s2.architectures
+    assert s1.architectures != s3.architectures
+
+
+def test_greedy_is_the_argmax_path(space: SearchSpace) -> None:
+    gen = make_gen(space, perturb=PERTURB)
+    best = gen.greedy()
+    for c in COMPONENTS:
+        p = gen.probs(c, [best])[0]  # (D_c, C)
+        assert tuple(p.argmax(-1).tolist()) == best.indices(c), c
+        torch.testing.assert_close(gen.probs(c), p)
+
+
+def test_uniform_at_init_and_sampling_frequencies_match_probs(space: SearchSpace) -> None:
+    gen = make_gen(space)
+    for c in COMPONENTS:
+        p = gen.probs(c)
+        torch.testing.assert_close(p, torch.full_like(p, 1.0 / p.shape[-1]))
+    s = gen.sample(2000, torch.Generator().manual_seed(0))
+    for c in COMPONENTS:
+        C = len(space.candidates(c))
+        freq = torch.nn.functional.one_hot(s.indices[c], C).float().mean((0, 1))  # (C,)
+        torch.testing.assert_close(freq, torch.full((C,), 1.0 / C), atol=0.02, rtol=0)
+    # not uniform: the first component (no earlier choices) must follow its probs per decision
+    gen = make_gen(space, perturb=1.0)
+    s = gen.sample(4000, torch.Generator().manual_seed(1))
+    freq = torch.nn.functional.one_hot(s.indices["emb"], len(space.emb_dims)).float().mean(0)  # (F, C)
+    assert float((gen.probs("emb").detach() - 1 / 3).abs().max()) > 0.1
+    torch.testing.assert_close(freq, gen.probs("emb").detach(), atol=0.035, rtol=0)
+
+
+def test_init_select_prob(space: SearchSpace) -> None:
+    gen = make_gen(space, init_select_prob=0.1)
+    torch.testing.assert_close(gen.probs("select")[:, 1], torch.full((space.num_vectors,), 0.1))
+    with pytest.raises(ValueError, match="init_select_prob"):
+        make_gen(space, init_select_prob=1.0)
+
+
+def test_foreign_architecture_is_refused(space: SearchSpace) -> None:
+    other = SearchSpace(field_names=("A", "B", "C", "D", "E"))
+    with pytest.raises(ArchitectureError, match="space"):
+        make_gen(space).log_prob([Architecture.teacher(other)])
+
+
+def reinforce(gen: ArchitectureGenerator, reward: Callable[[Architecture], float], steps: int = 50) -> None:
+    """Plain REINFORCE with a batch-mean baseline (n = 8, Adam lr 1e-2)."""
+    opt = torch.optim.Adam(gen.parameters(), lr=1e-2)
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        s = gen.sample(8, rng)
+        r = torch.tensor([reward(a) for a in s.architectures])
+        loss = -(s.log_prob * (r - r.mean())).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_reinforce_raises_the_rewarded_function(space: SearchSpace) -> None:
+    gen = make_gen(space)
+    imax = space.functions.index("max")
+    before = float(gen.probs("func")[:, imax].detach().mean())
+    reinforce(gen, lambda a: sum(f == "max" for f in a.funcs) / space.num_pairs)
+    after = float(gen.probs("func")[:, imax].detach().mean())
+    assert before == pytest.approx(0.25) and after > 0.6, after
+
+
+def test_reinforce_ranks_planted_pairs_first(space: SearchSpace) -> None:
+    gen = make_gen(space)
+    n, planted = space.num_fields, [1, 4, 8]
+    others = [p for p in range(space.num_pairs) if p not in planted]
+
+    def reward(a: Architecture) -> float:  # balanced: selecting everything (or nothing) scores 0
+        sel = a.selected[n:]
+        return sum(sel[p] for p in planted) / len(planted) - sum(sel[p] for p in others) / len(others)
+
+    reinforce(gen, reward)
+    p1 = gen.probs("select")[n:, 1].detach()  # (P,)
+    assert float(p1[planted].min()) > float(p1[others].max()), p1
+
+
+def test_criteo_scale(capsys: pytest.CaptureFixture[str]) -> None:
+    space = SearchSpace(field_names=tuple(f"F{i}" for i in range(39)))
+    gen = ArchitectureGenerator(space)
+    rng = torch.Generator().manual_seed(0)
+    gen.sample(2, rng)  # warm-up
+    for n in (9, 4):
+        t0 = time.perf_counter()
+        s = gen.sample(n, rng)
+        t1 = time.perf_counter()
+        lp = gen.log_prob(s.architectures)
+        t2 = time.perf_counter()
+        torch.testing.assert_close(lp, s.log_prob)
+        with capsys.disabled():
+            print(f"\ncriteo-scale generator ({space.total_decisions} decisions, "
+                  f"{sum(p.numel() for p in gen.parameters())} params): n={n} sample {t1 - t0:.3f}s "
+                  f"log_prob {t2 - t1:.3f}s")
