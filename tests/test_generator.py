@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -12,6 +12,15 @@ from autoias_pl.generator import ArchitectureGenerator
 from autoias_pl.space import COMPONENTS, Architecture, ArchitectureError, SearchSpace
 
 PERTURB = 0.2  # weight noise that makes every conditional non-uniform without saturating it
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: intra-op threads only add spin-waiting on a shared machine (3x slower seen)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -155,6 +164,15 @@ def test_uniform_at_init_and_sampling_frequencies_match_probs(space: SearchSpace
     freq = torch.nn.functional.one_hot(s.indices["emb"], len(space.emb_dims)).float().mean(0)  # (F, C)
     assert float((gen.probs("emb").detach() - 1 / 3).abs().max()) > 0.1
     torch.testing.assert_close(freq, gen.probs("emb").detach(), atol=0.035, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_sampling_with_a_cpu_generator_matches_cpu(space: SearchSpace) -> None:
+    gen = make_gen(space, perturb=PERTURB)
+    cpu = gen.sample(5, torch.Generator().manual_seed(4))
+    cuda = gen.to("cuda").sample(5, torch.Generator().manual_seed(4))
+    assert cuda.architectures == cpu.architectures and cuda.log_prob.device.type == "cuda"
+    torch.testing.assert_close(cuda.log_prob.cpu(), cpu.log_prob, rtol=1e-4, atol=1e-3)
 
 
 def test_init_select_prob(space: SearchSpace) -> None:
