@@ -280,21 +280,29 @@ def read_rows(data_dir: str | Path, split: str, rows: int) -> CTRBatch:
 
 
 class StreamLoader(DataLoader):
-    """A DataLoader over a `ParquetStream` that calls `dataset.set_epoch(epoch_fn())` on every `iter()`.
+    """A DataLoader over a `ParquetStream` that calls `dataset.set_epoch(epoch)` on every `iter()`.
 
-    Lightning calls `set_epoch` only on samplers, never on an IterableDataset; this does it instead.
-    `epoch_fn` (e.g. reading `trainer.current_epoch`) makes a resumed run replay the same order; without
-    it an internal counter of `iter()` calls is used.
+    Lightning calls `set_epoch` only on samplers, never on an IterableDataset; this does it instead, in
+    the main process before the workers start. The epoch is `epoch_fn()` (e.g. the trainer's
+    `current_epoch`, so a resumed run replays the same order) or, when that is None or returns None, the
+    number of earlier `iter()` calls. `sampler`/`batch_sampler` exist only so that Lightning can rebuild
+    the loader (it does for predict); they must stay None.
     """
 
     def __init__(
         self,
         dataset: ParquetStream,
         num_workers: int = 0,
-        epoch_fn: Callable[[], int] | None = None,
+        epoch_fn: Callable[[], int | None] | None = None,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        sampler: None = None,
+        batch_sampler: None = None,
     ) -> None:
+        if sampler is not None or batch_sampler is not None:
+            raise ValueError(
+                "a ParquetStream shards and batches itself: sampler and batch_sampler must be None"
+            )
         super().__init__(
             dataset,
             batch_size=None,
@@ -307,7 +315,7 @@ class StreamLoader(DataLoader):
         dataset.num_workers = num_workers
 
     def __iter__(self):  # type: ignore[override]
-        epoch = self.epoch_fn() if self.epoch_fn is not None else self._iters
+        epoch = self.epoch_fn() if self.epoch_fn is not None else None
+        self.dataset.set_epoch(self._iters if epoch is None else int(epoch))
         self._iters += 1
-        self.dataset.set_epoch(int(epoch))
         return super().__iter__()
