@@ -217,7 +217,7 @@ def prepare(
     skip_bad: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
-    block_size: int = 1 << 24,
+    chunk_bytes: int = 1 << 25,
 ) -> Schema:
     """Prepare raw logs into `output` (schema.json, vocab.parquet, {train,val,test}/part-*.parquet).
 
@@ -232,7 +232,7 @@ def prepare(
         spill = Spill(tmp / SPILL_FILE, len(fields))
         states = [FieldState(name, kind) for name, kind in fields]
         with Progress("pass 1/2: parse", total_bytes, progress) as bar:
-            bad = _pass1(sources, fmt, states, spill, split, seed, skip_bad, bar)
+            bad = _pass1(sources, fmt, states, spill, split, seed, skip_bad, chunk_bytes, bar)
         luts, vocabs = zip(*(s.final_ids(min_count) for s in states), strict=True)
         pq.write_table(pa.concat_tables(vocabs), tmp / VOCAB_FILE)
         with Progress("pass 2/2: write", spill.path.stat().st_size, progress) as bar:
@@ -268,13 +268,14 @@ def _sources(inputs: list[str | Path] | None, train: list[str | Path] | None, va
 
 
 def _pass1(sources: list[tuple[Path, int | None]], fmt: RawFormat, states: list[FieldState], spill: Spill,
-           split: tuple[float, float, float], seed: int, skip_bad: bool, bar: Progress) -> int:
+           split: tuple[float, float, float], seed: int, skip_bad: bool, chunk_bytes: int,
+           bar: Progress) -> int:
     """Parse every file once: provisional ids to the spill, training counts to `states`; returns bad rows."""
     rng = np.random.default_rng(seed)  # one uniform draw per good row, in stream order
     bounds = np.cumsum(split)[:2]
     bad, done = 0, 0
     for path, fixed in sources:
-        for block in read_blocks(path, fmt, skip_bad):
+        for block in read_blocks(path, fmt, skip_bad, chunk_bytes):
             r = len(block.labels)
             if fixed is None:
                 splits = np.searchsorted(bounds, rng.random(r), side="right").astype(np.int8)  # (R,)
