@@ -57,6 +57,41 @@ def reference_log_prob(gen: ArchitectureGenerator, arch: Architecture) -> float:
     return total
 
 
+def reference_input(gen: ArchitectureGenerator, arch: Architecture, comp: str, d: int) -> torch.Tensor:
+    """Slow reference: the MLP input of decision d of `comp`, built one state at a time (the module table)."""
+    sp, n = arch.space, arch.space.num_fields
+    state = {c: [gen.choice[c].weight[i] for i in arch.indices(c)] for c in COMPONENTS[:-1]}
+    ends = [(v, v) for v in range(n)] + list(sp.pairs)  # per vector
+    width = state["emb"] + state["proj"]  # per vector
+    func = [gen.field_token] * n + state["func"]  # per vector
+    if comp in ("proj", "func"):
+        i, j = sp.pairs[d]
+        local = ([state["proj"][d]] if comp == "func" else []) + [state["emb"][i], state["emb"][j]]
+    elif comp in ("select", "insert"):
+        i, j = ends[d]
+        local = ([state["select"][d]] if comp == "insert" else []) + [width[d], func[d], state["emb"][i], state["emb"][j]]
+    elif comp == "hidden":
+        sel, ins = arch.indices("select"), arch.indices("insert")
+        at_d = [width[v] for v in range(sp.num_vectors) if sel[v] == 1 and ins[v] == d]
+        local = [sum(at_d, torch.zeros(gen.embed_dim)) / sp.num_vectors]
+    else:
+        local = []
+    pooled = [torch.stack(state[c]).mean(0) for c in COMPONENTS[: COMPONENTS.index(comp)]]
+    return torch.cat([gen.slot[comp][d], *local, *pooled])
+
+
+def test_probs_match_a_decision_by_decision_reference(space: SearchSpace) -> None:
+    gen = make_gen(space, perturb=PERTURB)
+    arch = gen.sample(1, torch.Generator().manual_seed(5)).architectures[0]
+    with torch.no_grad():
+        for comp in COMPONENTS:
+            ref = torch.stack([
+                gen.policy[comp](reference_input(gen, arch, comp, d)) + gen.bias[comp][d]
+                for d in range(space.num_decisions(comp))
+            ]).softmax(-1)  # (D_c, C)
+            torch.testing.assert_close(gen.probs(comp, [arch])[0], ref, msg=comp)
+
+
 def test_sample_shapes_ranges_and_architectures(space: SearchSpace) -> None:
     s = make_gen(space, perturb=PERTURB).sample(7, torch.Generator().manual_seed(3))
     assert len(s.architectures) == 7 and s.log_prob.shape == (7,)
