@@ -1,0 +1,97 @@
+"""`autoias {fit,validate,test,predict}`: one LightningCLI over the search and the retrain modules.
+
+    autoias fit -c configs/data/synthetic.yaml -c configs/search/cpu.yaml -c configs/trainer/cpu.yaml
+    autoias fit -c configs/data/synthetic.yaml -c configs/retrain.yaml \\
+        --model.init_args.architecture runs/search/version_0/best_architecture.json
+    autoias test -c runs/retrain/version_0/config.yaml --ckpt_path runs/retrain/version_0/checkpoints/best.ckpt
+
+The model is chosen by `model.class_path` (`autoias_pl.search.AutoIASSearch` or
+`autoias_pl.retrain.AutoIASRetrain`); its `field_names`, `vocab_sizes` and `schema_hash` come from the
+data (`CTRDataModule`), never typed twice. Every run logs to TensorBoard, saves its resolved config,
+checkpoints `last.ckpt` and `best.ckpt` (on val/auc), stops early on val/auc and is seeded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ProgressBar,
+    RichProgressBar,
+)
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from autoias_pl.callbacks import ParquetPredictionWriter, StageConfigCallback
+from autoias_pl.data.datamodule import CTRDataModule
+
+DEFAULT_SEED = 0
+LINKED = ("field_names", "vocab_sizes", "schema_hash")
+
+
+class AutoIASCLI(LightningCLI):
+    """LightningCLI with the data -> model links, the default callbacks and a TensorBoard logger."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for name in LINKED:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val/auc",
+            "checkpoint.mode": "max",
+            "checkpoint.filename": "best",
+            "checkpoint.save_last": True,
+            "checkpoint.save_top_k": 1,
+        })
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({
+            "early_stopping.monitor": "val/auc",
+            "early_stopping.mode": "max",
+            "early_stopping.patience": 2,
+        })
+        parser.add_lightning_class_args(ParquetPredictionWriter, "prediction_writer")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Adds a rich progress bar (unless disabled or another one is configured) and, with a logger, an
+        LR monitor."""
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = list(config.get("callbacks") or [])
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in callbacks
+        ):
+            callbacks.append(RichProgressBar())
+        if config.get("logger") is not False and not config.get("fast_dev_run"):
+            callbacks.append(LearningRateMonitor())
+        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+
+
+def run(args: list[str] | None = None) -> AutoIASCLI:
+    """Parse `args` (default: sys.argv), run the subcommand, return the CLI (its trainer, model, data)."""
+    return AutoIASCLI(
+        LightningModule,
+        CTRDataModule,
+        subclass_mode_model=True,
+        auto_configure_optimizers=False,
+        seed_everything_default=DEFAULT_SEED,
+        save_config_callback=StageConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": "runs", "name": "autoias"},
+            },
+        },
+        args=args,
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point `autoias` (returns None so that `sys.exit(main())` exits 0)."""
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
