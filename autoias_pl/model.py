@@ -133,13 +133,17 @@ class CTRModel(nn.Module):
         groups = list(embs)
         if self.layout.pair_groups:
             proj = self._project(embs)  # (B, q, Kq)
+            halves: dict[int, tuple[Tensor, Tensor]] = {}  # k -> (ê @ A[:k, :k] + c[:k], ê @ B[:k, :k]) per field
             for g, (func, k, _) in enumerate(self.layout.pair_groups):
-                ei = proj.index_select(1, getattr(self, f"pair{g}_left"))[:, :, :k]  # (B, m, k)
-                ej = proj.index_select(1, getattr(self, f"pair{g}_right"))[:, :, :k]  # (B, m, k)
+                left, right = getattr(self, f"pair{g}_left"), getattr(self, f"pair{g}_right")  # (m,), (m,)
+                pk = proj[:, :, :k]  # (B, q, k)
                 if func == "concat":
-                    groups.append(ei @ self.concat_a[:k, :k] + ej @ self.concat_b[:k, :k] + self.concat_c[:k])
+                    if k not in halves:
+                        halves[k] = (pk @ self.concat_a[:k, :k] + self.concat_c[:k], pk @ self.concat_b[:k, :k])
+                    v = halves[k][0].index_select(1, left) + halves[k][1].index_select(1, right)  # (B, m, k)
                 else:
-                    groups.append(_ELEMENTWISE[func](ei, ej))  # (B, m, k)
+                    v = _ELEMENTWISE[func](pk.index_select(1, left), pk.index_select(1, right))  # (B, m, k)
+                groups.append(v)  # (B, m, k)
         return groups
 
     def _project(self, embs: list[Tensor]) -> Tensor:

@@ -65,9 +65,18 @@ class ElasticConcat(nn.Module):
         self.b = nn.Parameter(uniform_(torch.empty(dim, dim), 2 * dim))  # (K, K)
         self.c = nn.Parameter(uniform_(torch.empty(dim), 2 * dim))  # (K,)
 
-    def forward(self, ei: Tensor, ej: Tensor, mask: Tensor) -> Tensor:
-        """ei, ej (B, m, K) zero beyond each pair's width; mask (m, K) -> (B, m, K), zero beyond the width."""
-        return concat(ei, ej, self.a, self.b, self.c) * mask  # (B, m, K)
+    def forward(self, ei: Tensor, ej: Tensor, width: int) -> Tensor:
+        """Projected pairs ei, ej (B, m, k), k = width -> f_concat (B, m, k) with the prefix blocks."""
+        return concat(ei, ej, self.a[:width, :width], self.b[:width, :width], self.c[:width])  # (B, m, k)
+
+    def per_field(self, proj: Tensor) -> tuple[Tensor, Tensor]:
+        """Projected fields (B, q, k) -> (ê @ A[:k, :k] + c[:k], ê @ B[:k, :k]), both (B, q, k): the two
+        halves of f_concat before the pair gather, f_concat(ê_i, ê_j) = left[i] + right[j].
+
+        c rides on the left half so its gradient is a sum over (B, q), not over (B, pairs) (10x cheaper)."""
+        k = proj.shape[2]
+        left = torch.addmm(self.c[:k], proj.reshape(-1, k), self.a[:k, :k]).view(proj.shape)  # (B, q, k)
+        return left, proj @ self.b[:k, :k]  # (B, q, k), (B, q, k)
 
 
 class ElasticLayer(nn.Module):

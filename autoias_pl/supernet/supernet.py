@@ -5,7 +5,7 @@ cached per architecture) and computes only what it selects:
 
 1. embeddings of the fields it uses, at the max width, prefix-masked to d_i;         # (B, u, De)
 2. one projection per field in a selected pair, at full width;                       # (B, q, K)
-3. per interaction function, its selected pairs only, masked to k_p;                 # (B, m_f, K)
+3. per (interaction function, k), its selected pairs only, at the true width k;      # (B, m, k)
 4. the selected vectors sorted by insertion target; layer l reads its own vectors and their weight blocks;
    hidden widths are real slices; target L ("out") is a linear read-out into the logit.
 Unselected vectors are never computed, which is exactly "contribute zero".
@@ -34,29 +34,38 @@ from autoias_pl.supernet.interactions import ELEMENTWISE
 _PLAN_CACHE = 256
 
 
+def _pad(t: Tensor, size: int) -> Tensor:
+    """(B, m, w) -> (B, m, size), zero-padded on the last dim (no copy when w == size)."""
+    return t if t.shape[2] == size else F.pad(t, (0, size - t.shape[2]))
+
+
 @dataclass(frozen=True)
 class _PairGroup:
-    """The selected pairs of one interaction function."""
+    """The selected pairs of one (interaction function, projection width k)."""
 
     func: str
-    left: Tensor  # (m,) positions of field i in the projected fields
+    width: int  # k
+    left: Tensor  # (m,) positions of field i among the projected fields
     right: Tensor  # (m,) positions of field j
-    mask: Tensor  # (m, K) prefix mask at k_p
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """Index tensors of one architecture on one device (see `Supernet.plan`)."""
+    """Index tensors of one architecture on one device (see `Supernet.plan`).
+
+    Vectors come in pieces: the selected fields, then one piece per (function, k) pair group. Inside a
+    piece they are sorted by insertion target, so `split(counts)` hands each target its chunk (its
+    backward is a cat: no zero-filled gradient buffers, unlike a permutation gather).
+    """
 
     used: Tensor  # (u,) fields whose embedding is looked up
     emb_mask: Tensor  # (u, De) prefix mask at d_i
-    sel_pos: Tensor  # (s,) positions in `used` of the selected fields
+    sel_pos: Tensor  # (s,) positions in `used` of the selected fields, sorted by target
     proj_fields: Tensor  # (q,) fields in some selected pair
     proj_pos: Tensor  # (q,) their positions in `used`
     groups: tuple[_PairGroup, ...]
-    perm: Tensor  # (S,) concatenation order -> order sorted by insertion target
-    ids: tuple[Tensor | None, ...]  # per target (L + 1): vector ids (m_l,); None = all vectors in id order
-    bounds: tuple[int, ...]  # (L + 2,) slice bounds of each target in the sorted vectors
+    counts: tuple[tuple[int, ...], ...]  # per piece: vectors per target (L + 1)
+    ids: tuple[Tensor | None, ...]  # per target: vector ids (m_l,) in input order; None = all, in id order
     hidden: tuple[int, ...]  # (L,) hidden widths
 
 
@@ -117,10 +126,9 @@ class Supernet(nn.Module):
 
     def _build_plan(self, arch: Architecture) -> _Plan:
         space, dev = self.space, self.emb_dims.device
-        n, L = space.num_fields, space.num_layers
+        n = space.num_fields
         sel = arch.tensor("select", dev).bool()  # (V,)
         ins = arch.tensor("insert", dev)  # (V,)
-        d = self.emb_dims[arch.tensor("emb", dev)]  # (n,)
         k = self.proj_dims[arch.tensor("proj", dev)]  # (P,)
         func = arch.tensor("func", dev)  # (P,)
         sel_pairs = sel[n:].nonzero().squeeze(1)  # (Sp,)
@@ -133,54 +141,75 @@ class Supernet(nn.Module):
         ppos = torch.full((n,), -1, dtype=torch.long, device=dev)
         ppos[proj_fields] = torch.arange(proj_fields.numel(), device=dev)  # (n,) field -> projected position
         sel_fields = sel[:n].nonzero().squeeze(1)  # (s,)
-        order, groups = [sel_fields], []
+        sel_fields = sel_fields[torch.sort(ins[sel_fields], stable=True).indices]  # (s,) by (target, id)
+        pieces, groups = [sel_fields], []
         for fi, name in enumerate(space.functions):
-            g = sel_pairs[func[sel_pairs] == fi]  # (m,)
-            if g.numel():
-                ij = self.pair_index[g]  # (m, 2)
-                groups.append(_PairGroup(name, ppos[ij[:, 0]], ppos[ij[:, 1]],
-                                         prefix_mask(k[g], self.projection.weight.shape[2])))
-                order.append(g + n)
-        order_t = torch.cat(order)  # (S,) vector ids in concatenation order
-        target, perm = torch.sort(ins[order_t], stable=True)  # (S,), (S,)
-        vec_ids = order_t[perm]  # (S,) sorted by target
-        counts = torch.bincount(target, minlength=L + 1).tolist()
-        bounds = [0]
-        for c in counts:
-            bounds.append(bounds[-1] + c)
-        all_ids = torch.arange(space.num_vectors, device=dev)
-        ids = tuple(
-            None if b - a == space.num_vectors and torch.equal(vec_ids[a:b], all_ids) else vec_ids[a:b]
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        )
-        return _Plan(used, prefix_mask(d[used], self.embedding.table.embedding_dim), pos[sel_fields],
-                     proj_fields, pos[proj_fields], tuple(groups), perm, ids, tuple(bounds), arch.hidden)
+            for kk in space.proj_dims:
+                g = sel_pairs[(func[sel_pairs] == fi) & (k[sel_pairs] == kk)]  # (m,)
+                if g.numel():
+                    g = g[torch.sort(ins[n + g], stable=True).indices]  # (m,) by (target, id)
+                    ij = self.pair_index[g]  # (m, 2)
+                    groups.append(_PairGroup(name, kk, ppos[ij[:, 0]], ppos[ij[:, 1]]))
+                    pieces.append(g + n)
+        counts, ids = self._route(pieces, ins)
+        d = self.emb_dims[arch.tensor("emb", dev)][used]  # (u,)
+        return _Plan(used, prefix_mask(d, self.embedding.table.embedding_dim), pos[sel_fields], proj_fields,
+                     pos[proj_fields], tuple(groups), counts, ids, arch.hidden)
+
+    def _route(self, pieces: list[Tensor], ins: Tensor) -> tuple[tuple[tuple[int, ...], ...], tuple[Tensor | None, ...]]:
+        """Per piece (vector ids (m_p,)) its count per target; per target the vector ids in input order."""
+        targets = self.space.num_layers + 1
+        counts = tuple(tuple(torch.bincount(ins[p], minlength=targets).tolist()) for p in pieces)
+        chunks = [p.split(c) for p, c in zip(pieces, counts, strict=True)]
+        all_ids = torch.arange(self.space.num_vectors, device=ins.device)  # (V,)
+        ids = []
+        for t in range(targets):
+            v = torch.cat([ch[t] for ch in chunks])  # (m_t,)
+            ids.append(None if v.numel() == all_ids.numel() and torch.equal(v, all_ids) else v)
+        return counts, tuple(ids)
 
     # ----- forward -----
-    def vectors(self, x: Tensor, plan: _Plan) -> Tensor:
-        """(B, n) ids -> (B, S, D) the selected vectors, sorted by insertion target, zero beyond their widths."""
+    def vectors(self, x: Tensor, plan: _Plan) -> list[Tensor]:
+        """(B, n) ids -> per target (L + 1) its selected vectors (B, m_t, D), zero beyond their widths."""
         D = self.layers[0].vec_weight.shape[1]
         emb = self.embedding(x, plan.used, plan.emb_mask)  # (B, u, De)
-        pieces = [F.pad(emb.index_select(1, plan.sel_pos), (0, D - emb.shape[2]))]  # [(B, s, D)]
+        pieces = [_pad(emb.index_select(1, plan.sel_pos), D)]  # [(B, s, D)]
         if plan.groups:
             proj = self.projection(emb.index_select(1, plan.proj_pos), plan.proj_fields)  # (B, q, K)
-            for g in plan.groups:
-                ei = proj.index_select(1, g.left)  # (B, m, K)
-                ej = proj.index_select(1, g.right)  # (B, m, K)
-                if g.func == "concat":
-                    v = self.concat(ei * g.mask, ej * g.mask, g.mask)  # (B, m, K)
-                else:
-                    v = ELEMENTWISE[g.func](ei, ej) * g.mask  # (B, m, K)
-                pieces.append(F.pad(v, (0, D - v.shape[2])))  # (B, m, D)
-        return torch.cat(pieces, 1).index_select(1, plan.perm)  # (B, S, D)
+            pieces += [_pad(v, D) for v in self.interactions(proj, plan.groups)]  # [(B, m, D)]
+        chunks = [p.split(c, 1) for p, c in zip(pieces, plan.counts, strict=True)]  # [[(B, m_pt, D)]]
+        out = []
+        for t in range(self.space.num_layers + 1):
+            parts = [ch[t] for ch in chunks if ch[t].shape[1]]
+            out.append(parts[0] if len(parts) == 1 else torch.cat(parts, 1) if parts else pieces[0][:, :0])
+        return out  # [(B, m_t, D)]
+
+    def interactions(self, proj: Tensor, groups: tuple[_PairGroup, ...]) -> list[Tensor]:
+        """Projected fields (B, q, K) -> per group its pair vectors (B, m, k), at the true width k.
+
+        Concat is computed per field before the pair gather: ê_i @ A[:k, :k] is (B, q, k) once per width,
+        then each pair adds two rows, instead of a (2k x k) matmul per pair.
+        """
+        out, per_field = [], {}
+        for g in groups:
+            pk = proj[:, :, : g.width]  # (B, q, k) view
+            if g.func == "concat":
+                if g.width not in per_field:
+                    per_field[g.width] = self.concat.per_field(pk)  # (B, q, k), (B, q, k)
+                pa, pb = per_field[g.width]
+                v = pa.index_select(1, g.left) + pb.index_select(1, g.right)  # (B, m, k)
+            else:
+                v = ELEMENTWISE[g.func](pk.index_select(1, g.left), pk.index_select(1, g.right))  # (B, m, k)
+            out.append(v)
+        return out
 
     def forward(self, x: Tensor, arch: Architecture) -> Tensor:
         """x (B, n) int64 ids -> logits (B,) of architecture `arch`."""
         plan = self.plan(arch)
-        batch, b = x.shape[0], plan.bounds
-        vecs = self.vectors(x, plan)  # (B, S, D)
+        batch = x.shape[0]
+        vecs = self.vectors(x, plan)  # [(B, m_t, D)]
         o: Tensor | None = None
-        for layer, (module, h) in enumerate(zip(self.layers, plan.hidden, strict=True)):
-            o = torch.relu(module(o, vecs[:, b[layer] : b[layer + 1]], plan.ids[layer], h, batch))  # (B, h)
+        for t, (module, h) in enumerate(zip(self.layers, plan.hidden, strict=True)):
+            o = torch.relu(module(o, vecs[t], plan.ids[t], h, batch))  # (B, h)
         out = self.space.num_layers
-        return self.readout(o, vecs[:, b[out] : b[out + 1]], plan.ids[out], 1, batch).squeeze(1)  # (B,)
+        return self.readout(o, vecs[out], plan.ids[out], 1, batch).squeeze(1)  # (B,)

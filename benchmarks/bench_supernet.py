@@ -1,0 +1,93 @@
+"""Supernet step costs on a Criteo-shaped schema (CPU, threads pinned). Prints one JSON object.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_supernet.py [--space default|cpu] [--threads 1 2]
+
+Measures, per thread count: the teacher's forward+backward; the mean forward+backward of `--archs`
+uniform-random architectures (students) and its ratio to the teacher; the forward of the standalone model
+of one uniform-random (mid-size) architecture vs the supernet forward of that architecture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from autoias_pl.space import Architecture, SearchSpace
+from autoias_pl.supernet import Supernet, export
+
+CPU_SPACE = {"emb_dims": (4, 8, 16, 32), "proj_dims": (4, 8, 16, 32), "hidden_units": (64, 128, 256)}
+
+
+def timed(fn: Callable[[], object], reps: int) -> float:
+    """Median seconds of `reps` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def step(net: Supernet, x: torch.Tensor, y: torch.Tensor, arch: Architecture) -> None:
+    """One forward + backward of `arch` (grads cleared, as in a training step)."""
+    net.zero_grad(set_to_none=True)
+    torch.nn.functional.binary_cross_entropy_with_logits(net(x, arch), y).backward()
+
+
+def measure(net: Supernet, space: SearchSpace, x: torch.Tensor, y: torch.Tensor, archs: int, reps: int) -> dict:
+    teacher = Architecture.teacher(space)
+    t_teacher = timed(lambda: step(net, x, y, teacher), reps)
+    rng = torch.Generator().manual_seed(0)
+    students = [Architecture.uniform_random(space, rng) for _ in range(archs)]
+    t_students = [timed(lambda a=a: step(net, x, y, a), 1) for a in students]
+    mid = students[0]
+    model = export(net, mid)
+    with torch.no_grad():
+        t_super = timed(lambda: net(x, mid), reps)
+        t_model = timed(lambda: model(x), reps)
+    return {
+        "teacher_fwd_bwd_s": round(t_teacher, 4),
+        "student_fwd_bwd_mean_s": round(statistics.mean(t_students), 4),
+        "student_over_teacher": round(statistics.mean(t_students) / t_teacher, 3),
+        "mid_arch_params": mid.num_params(net.vocab_sizes),
+        "mid_supernet_fwd_s": round(t_super, 4),
+        "mid_standalone_fwd_s": round(t_model, 4),
+        "supernet_over_standalone": round(t_super / t_model, 2),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--fields", type=int, default=39)
+    p.add_argument("--vocab", type=int, default=10_000)
+    p.add_argument("--batch", type=int, default=2048)
+    p.add_argument("--archs", type=int, default=20)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--space", choices=("default", "cpu"), default="default")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = p.parse_args()
+    names = tuple(f"C{i}" for i in range(args.fields))
+    space = SearchSpace(names, **(CPU_SPACE if args.space == "cpu" else {}))
+    net = Supernet(space, [args.vocab] * args.fields)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, args.vocab, (args.batch, args.fields), generator=g)  # (B, n)
+    y = torch.randint(0, 2, (args.batch,), generator=g).float()  # (B,)
+    result = {
+        "space": args.space, "fields": args.fields, "pairs": space.num_pairs, "vocab_per_field": args.vocab,
+        "batch": args.batch, "supernet_params": sum(q.numel() for q in net.parameters()),
+        "torch": torch.__version__, "by_threads": {},
+    }
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        result["by_threads"][str(threads)] = measure(net, space, x, y, args.archs, args.reps)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
