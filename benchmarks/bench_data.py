@@ -66,9 +66,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     path = dataset(args.cache, args.rows)
-    bare = max(bare_read(path) for _ in range(2))
-    rate0 = max(loader_rate(path, 0, args.batch, e) for e in range(2))
-    rate2 = max(loader_rate(path, 2, args.batch, e) for e in range(2))
+    bare = max(bare_read(path) for _ in range(3))  # best of 3: the machine may be shared
+    rate0 = max(loader_rate(path, 0, args.batch, e) for e in range(3))
+    rate2 = max(loader_rate(path, 2, args.batch, e) for e in range(3))
     result = {
         "bench": "data_stream",
         "train_rows": Schema.load(path).rows["train"],

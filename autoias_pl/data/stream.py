@@ -37,6 +37,7 @@ from autoias_pl.data.schema import LABEL, Schema, SchemaError
 
 Mode = Literal["train", "eval", "endless"]
 _TAGS = {"train": 0, "eval": 1, "endless": 2}
+_BLOCK = 8192  # rows transposed at once by read_units
 
 
 @dataclass(frozen=True)
@@ -241,28 +242,31 @@ def read_units(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`head` rows, then the rows of `units`: features (R, n) int32 C-order, labels (R,) float32.
 
-    Columns are copied contiguously into an (n, R) array and transposed once: strided writes into an
-    (R, n) array are ~3x slower.
+    Columns are gathered into a small (n, BLOCK) array and transposed by torch into place, block by block:
+    ~2.5x faster than strided column writes into (R, n) or one big numpy transpose.
     """
     files = {} if files is None else files
-    head_x, head_y = head if head is not None else (np.empty((0, len(field_names)), np.int32), np.empty(0))
-    rows = sum(u.rows for u in units)
-    cols = np.empty((len(field_names), rows), dtype=np.int32)  # (n, R - head)
-    y = np.empty(len(head_y) + rows, dtype=np.float32)  # (R,)
-    y[: len(head_y)] = head_y
-    offset = 0
+    n = len(field_names)
+    head_x, head_y = head if head is not None else (np.empty((0, n), np.int32), np.empty(0))
+    rows = len(head_y) + sum(u.rows for u in units)
+    x = np.empty((rows, n), dtype=np.int32)  # (R, n)
+    y = np.empty(rows, dtype=np.float32)  # (R,)
+    x[: len(head_y)], y[: len(head_y)] = head_x, head_y
+    block = np.empty((n, _BLOCK), dtype=np.int32)  # (n, BLOCK), stays in cache
+    offset = len(head_y)
     for u in units:
         if u.path not in files:
             files[u.path] = pq.ParquetFile(u.path)
         table = files[u.path].read_row_group(u.row_group, columns=[*field_names, LABEL], use_threads=False)
-        end = offset + table.num_rows
-        for j, column in enumerate(table.columns[:-1]):
-            cols[j, offset:end] = column.to_numpy()
-        y[len(head_y) + offset : len(head_y) + end] = table.columns[-1].to_numpy()
-        offset = end
-    x = np.empty((len(head_y) + rows, len(field_names)), dtype=np.int32)  # (R, n)
-    x[: len(head_y)] = head_x
-    x[len(head_y) :] = cols.T
+        columns = [c.to_numpy() for c in table.columns]  # zero-copy int32 views (one chunk per row group)
+        for start in range(0, table.num_rows, _BLOCK):
+            end = min(start + _BLOCK, table.num_rows)
+            for j in range(n):
+                block[j, : end - start] = columns[j][start:end]
+            target = torch.from_numpy(x[offset + start : offset + end])  # (end - start, n)
+            target.copy_(torch.from_numpy(block[:, : end - start]).T)
+        y[offset : offset + table.num_rows] = columns[-1]
+        offset += table.num_rows
     return x, y
 
 
