@@ -74,20 +74,20 @@ class CTRDataModule(LightningDataModule):
         """The trainer's epoch when attached; None lets the loader count its own iterations."""
         return self.trainer.current_epoch if self.trainer is not None else None
 
-    def _loader(self, split: str, batch_size: int, mode: Mode) -> StreamLoader:
+    def _loader(self, split: str, batch_size: int, mode: Mode, shuffle: bool = False) -> StreamLoader:
         stream = ParquetStream(
             Path(self.data_dir),
             split,
             batch_size,
             mode=mode,
-            shuffle=self.shuffle,
+            shuffle=shuffle,
             shuffle_buffer_row_groups=self.shuffle_buffer_row_groups,
             seed=self.seed,
         )
         return StreamLoader(stream, num_workers=self.num_workers, epoch_fn=self._current_epoch)
 
     def train_dataloader(self) -> StreamLoader | CombinedLoader:
-        train = self._loader("train", self.batch_size, "train")
+        train = self._loader("train", self.batch_size, "train", shuffle=self.shuffle)
         if not self.reward_stream:
             return train
         return CombinedLoader({"train": train, "reward": self.reward_dataloader()}, mode="min_size")
@@ -102,8 +102,8 @@ class CTRDataModule(LightningDataModule):
         return self._loader(self.predict_split, self.eval_batch_size, "eval")
 
     def reward_dataloader(self) -> StreamLoader:
-        """Endless shuffled batches of `reward_batch_size` rows from the validation split."""
-        return self._loader("val", self.reward_batch_size, "endless")
+        """Endless batches of `reward_batch_size` rows from the validation split, always shuffled."""
+        return self._loader("val", self.reward_batch_size, "endless", shuffle=True)
 
     def reward_set(self, rows: int) -> CTRBatch:
         """The first `rows` validation rows (all of them if fewer), the same on every rank: a fixed reward set."""
