@@ -24,6 +24,16 @@ from autoias_pl.space import Architecture
 _ELEMENTWISE = {"product": torch.mul, "plus": torch.add, "max": torch.maximum}  # eq. 6, concat below
 
 
+def _linear(fan_in: int, width: int) -> nn.Linear:
+    """nn.Linear(fan_in, width); with fan_in 0 (a read-out of nothing) just a zero bias, without init warnings."""
+    layer = nn.utils.skip_init(nn.Linear, fan_in, width)
+    if fan_in:
+        layer.reset_parameters()
+    else:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
 @dataclass(frozen=True)
 class Layout:
     """Which tensors the model of an architecture has and in which order its vectors enter each layer."""
@@ -96,9 +106,9 @@ class CTRModel(nn.Module):
         self.mlp = nn.ModuleList()
         for t in range(lay.first if lay.first is not None else L, L):
             prev = h[t - 1] if t > lay.first else 0
-            self.mlp.append(nn.Linear(prev + sum(widths[v] for v in lay.inputs[t]), h[t]))
+            self.mlp.append(_linear(prev + sum(widths[v] for v in lay.inputs[t]), h[t]))
         prev = h[L - 1] if lay.first is not None else 0
-        self.readout = nn.Linear(prev + sum(widths[v] for v in lay.inputs[L]), 1)
+        self.readout = _linear(prev + sum(widths[v] for v in lay.inputs[L]), 1)
         self.reset_parameters()
 
     def _buffer(self, name: str, values: list[int]) -> None:
