@@ -153,6 +153,14 @@ def test_endless_stream_outlives_its_split_and_ranks_differ(id_dir: Path) -> Non
         len(ds[0])
 
 
+def test_endless_stream_with_more_slots_than_row_groups_still_yields(id_dir: Path) -> None:
+    ds = stream(id_dir, rank=1, world=2, split="val", mode="endless")
+    assert len(plan_units(id_dir, "val")) < 2 * 4
+    for w in range(4):
+        it = ds.iter_worker(w, 4)
+        assert all(len(next(it).labels) == B for _ in range(30))
+
+
 def test_read_rows_takes_the_first_rows_in_file_order(id_dir: Path) -> None:
     batch = read_rows(id_dir, "val", 500)
     np.testing.assert_array_equal(batch.features[:, 0].numpy(), np.arange(500))

@@ -21,6 +21,7 @@ Workers see `set_epoch` through a shared-memory tensor, so persistent workers fo
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,12 +191,16 @@ class ParquetStream(IterableDataset):
 
     def _endless(self, epoch: int, worker: int, workers: int) -> Iterator[CTRBatch]:
         def groups() -> Iterator[list[Unit]]:
-            for pass_ in range(2**62):
+            for pass_ in itertools.count():
+                # a slot without units (more ranks x workers than row groups) reads them all, in its own order
                 units = self.plan(epoch, workers, pass_)[self.rank][worker].units or self.units
-                yield from self._groups(units, np.random.default_rng([self.seed, 2, epoch, pass_, self.rank]))
+                tag = _TAGS["endless"]
+                yield from self._groups(
+                    units, np.random.default_rng([self.seed, tag, epoch, pass_, self.rank, worker])
+                )
 
-        rng = np.random.default_rng([self.seed, _TAGS["endless"], epoch, 0, self.rank, worker])
-        return self._batches(groups(), rng, quota=None, keep_partial=False)
+        rows_rng = np.random.default_rng([self.seed, _TAGS["endless"], epoch, self.rank, worker, 1])
+        return self._batches(groups(), rows_rng, quota=None, keep_partial=False)
 
     def _groups(self, units: list[Unit], rng: np.random.Generator) -> Iterator[list[Unit]]:
         """Units in groups of `shuffle_buffer_row_groups`, in shuffled order when shuffling."""
