@@ -12,6 +12,7 @@ MLP layers before the first one that receives a vector would compute a constant:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,11 +27,12 @@ _ELEMENTWISE = {"product": torch.mul, "plus": torch.add, "max": torch.maximum}  
 
 def _linear(fan_in: int, width: int) -> nn.Linear:
     """nn.Linear(fan_in, width); with fan_in 0 (a read-out of nothing) just a zero bias, without init warnings."""
-    layer = nn.utils.skip_init(nn.Linear, fan_in, width)
     if fan_in:
-        layer.reset_parameters()
-    else:
-        nn.init.zeros_(layer.bias)
+        return nn.Linear(fan_in, width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        layer = nn.Linear(0, width)
+    nn.init.zeros_(layer.bias)
     return layer
 
 

@@ -227,7 +227,7 @@ def test_teacher_trains_with_adam() -> None:
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     with torch.no_grad():
         start = F.binary_cross_entropy_with_logits(net(x, teacher), y).item()
-    for step in range(300):
+    for _ in range(300):
         rows = torch.randint(0, x.shape[0], (256,), generator=g)
         loss = F.binary_cross_entropy_with_logits(net(x[rows], teacher), y[rows])
         opt.zero_grad()
