@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from autoias_pl.data import prepare as prepare_module
-from autoias_pl.data.prepare import Encoder, ProvisionalDictionary, prepare, resolve_protocol, string_hashes
+from autoias_pl.data.prepare import Encoder, ProvisionalDictionary, prepare, resolve_protocol, string_keys
 from autoias_pl.data.readers import (
     AVAZU_COLUMNS,
     BadRowError,
@@ -259,5 +259,8 @@ def test_provisional_ids_are_first_seen_order_across_blocks() -> None:
     second = d.encode(pa.array(["c", "a", "", "d"]).dictionary_encode())
     assert first.tolist() == [0, 1, 0, 2] and second.tolist() == [3, 1, 2, 4]
     assert d.values().to_pylist() == ["b", "a", "", "c", "d"]
-    h = string_hashes(pa.array(["", "a", "ab", "ba", "a" * 40]))
-    assert len(set(h.tolist())) == 5
+    words = ["", "a", "ab", "ba", "abcdefgh", "abcdefghi", "a" * 40, "b" * 40, "é"]
+    keys = string_keys(pa.array(words))
+    assert len(set(keys.tolist())) == len(words)
+    assert np.array_equal(string_keys(pa.array(words[::-1])), keys[::-1])  # a function of the value only
+    assert np.array_equal(string_keys(pa.array(["x", *words]).slice(1)), keys)

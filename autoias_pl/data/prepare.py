@@ -9,7 +9,9 @@ writes the shards. Memory is bounded by the vocabularies and one block, never by
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -54,21 +56,32 @@ def resolve_protocol(preset: str, format_name: str, min_count: int | None,
     return mc, (float(sp[0]), float(sp[1]), float(sp[2]))
 
 
-def string_hashes(values: pa.Array) -> np.ndarray:
-    """(U,) strings -> (U,) uint64: a polynomial hash of the UTF-8 bytes, then a splitmix64 finalizer."""
-    values = pa.concat_arrays([values.cast(pa.string())])  # unsliced, offset 0
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[: len(values) + 1].astype(np.int64)
+def string_keys(values: pa.Array) -> np.ndarray:
+    """(U,) strings -> (U,) uint64 keys. A string of <= 8 bytes is its own key (its bytes, zero-padded:
+    exact for text without NUL bytes); a longer one is hashed (`_long_hashes`). Colliding keys of distinct
+    values (a 64-bit hash collision) would merge them; at 1e7 values the chance is ~1e-5."""
+    values = values.cast(pa.string())
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
+    offsets = offsets.astype(np.int64)  # (U + 1,) absolute positions in the data buffer
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if values.buffers()[2] else np.zeros(0, np.uint8)
+    data = np.concatenate([data[: offsets[-1]], np.zeros(8, np.uint8)])  # (bytes + 8,)
     lengths = np.diff(offsets)  # (U,)
-    data = data[: offsets[-1]].astype(np.uint64) + np.uint64(1)  # (bytes,)
-    pos = np.arange(len(data)) - np.repeat(offsets[:-1], lengths)  # position inside its string
+    window = data[offsets[:-1, None] + np.arange(8)]  # (U, 8) the first 8 bytes of each string
+    window[np.arange(8) >= lengths[:, None]] = 0
+    keys = np.ascontiguousarray(window).view(np.uint64)[:, 0]  # (U,)
+    long = np.flatnonzero(lengths > 8)
+    if len(long):
+        keys[long] = _long_hashes(data, offsets[long], lengths[long])
+    return keys
+
+
+def _long_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(K,) strings given as (start, length) in `data` -> (K,) uint64: polynomial hash + splitmix64."""
+    pos = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # (bytes,)
+    flat = data[np.repeat(starts, lengths) + pos].astype(np.uint64) + np.uint64(1)
     with np.errstate(over="ignore"):
-        powers = np.cumprod(np.full(max(int(lengths.max(initial=0)), 1), 0x100000001B3, dtype=np.uint64))
-        terms = data * powers[pos]
-        h = np.zeros(len(values), dtype=np.uint64)
-        nonempty = lengths > 0
-        if len(terms):
-            h[nonempty] = np.add.reduceat(terms, offsets[:-1][nonempty])
+        powers = np.cumprod(np.full(int(lengths.max()), 0x100000001B3, dtype=np.uint64))
+        h = np.add.reduceat(flat * powers[pos], np.cumsum(lengths) - lengths)  # (K,), every length > 8
         h ^= lengths.astype(np.uint64) * _MIX
         h ^= h >> np.uint64(30)
         h *= np.uint64(0xBF58476D1CE4E5B9)
@@ -89,7 +102,7 @@ class ProvisionalDictionary:
 
     def encode(self, column: pa.DictionaryArray) -> np.ndarray:
         """(R,) dictionary-encoded strings -> (R,) int32 provisional ids; new values are appended."""
-        h = string_hashes(column.dictionary)  # (U,)
+        h = string_keys(column.dictionary)  # (U,)
         by_hash = np.argsort(h)  # sorted needles: searchsorted walks the keys in cache order
         hs = h[by_hash]
         pos = np.searchsorted(self.keys, hs)
@@ -296,19 +309,34 @@ def _pass1(sources: list[tuple[Path, int | None]], fmt: RawFormat, states: list[
 
 def _pass2(spill: Spill, luts: list[np.ndarray], out: Path, names: list[str], rows_per_shard: int,
            bar: Progress) -> dict[str, int]:
-    """Remap the spilled provisional ids to final ids and write each split's shards."""
+    """Remap the spilled provisional ids to final ids and write each split's shards.
+
+    Each split's writer runs in its own thread (parquet encoding releases the GIL), one block behind the
+    remapping in the main thread; at most two blocks per split are in flight.
+    """
     writers = {s: ShardWriter(out, s, names, rows_per_shard) for s in SPLITS}
+    pools = {s: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{s}") for s in SPLITS}
+    pending: dict[str, deque[Future]] = {s: deque() for s in SPLITS}
     done = 0
-    for prov, labels, splits in spill.read():
-        for i, s in enumerate(SPLITS):
-            rows = np.flatnonzero(splits == i)  # (R_s,)
-            if len(rows):
-                final = np.empty((len(luts), len(rows)), dtype=np.int32)  # (n, R_s); its .T columns are rows
-                for j, lut in enumerate(luts):
-                    np.take(lut, prov[j][rows], out=final[j])
-                writers[s].write(final.T, labels[rows])
-        done += prov.nbytes + 2 * len(labels)
-        bar.update(len(labels), done)
+    try:
+        for prov, labels, splits in spill.read():
+            for i, s in enumerate(SPLITS):
+                rows = np.flatnonzero(splits == i)  # (R_s,)
+                if len(rows):
+                    final = np.empty((len(luts), len(rows)), dtype=np.int32)  # (n, R_s); .T columns are rows
+                    for j, lut in enumerate(luts):
+                        np.take(lut, prov[j][rows], out=final[j])
+                    pending[s].append(pools[s].submit(writers[s].write, final.T, labels[rows]))
+                    while len(pending[s]) > 2:
+                        pending[s].popleft().result()
+            done += prov.nbytes + 2 * len(labels)
+            bar.update(len(labels), done)
+        for s in SPLITS:
+            while pending[s]:
+                pending[s].popleft().result()
+    finally:
+        for pool in pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
     return {s: w.close() for s, w in writers.items()}
 
 
