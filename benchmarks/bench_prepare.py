@@ -65,20 +65,25 @@ def child(raw: str, out: str, threads: int) -> None:
 
     pa.set_cpu_count(threads)
     pa.set_io_thread_count(threads)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     schema = prepare(out, criteo_format(), [raw], min_count=10, overwrite=True, progress=False)
-    seconds = time.perf_counter() - t0
-    print(json.dumps({"seconds": seconds, "rows": sum(schema.rows.values()), "max_vocab": max(schema.vocab_sizes)}))
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": sum(schema.rows.values()),
+                      "max_vocab": max(schema.vocab_sizes)}))
 
 
 def measure(raw: Path, out: Path, threads: int) -> dict[str, float]:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--child", str(raw), str(out), "--threads", str(threads)]
+    load_before = os.getloadavg()[0]
     proc = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # MiB, max over children so far
     return {"rows": res["rows"], "seconds": round(res["seconds"], 3), "rows_per_s": round(res["rows"] / res["seconds"]),
-            "peak_rss_mib": round(rss, 1), "max_vocab_size": res["max_vocab"], "raw_mb": round(raw.stat().st_size / 1e6, 1)}
+            "cpu_seconds": round(res["cpu_seconds"], 3), "peak_rss_mib": round(rss, 1),
+            "max_vocab_size": res["max_vocab"], "raw_mb": round(raw.stat().st_size / 1e6, 1),
+            # other work on the machine slows the wall clock: the 1-minute load average around the run
+            "load_avg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
 def main() -> None:
@@ -96,6 +101,7 @@ def main() -> None:
         small, large = work / "small.tsv", work / "large.tsv"
         write_criteo_tsv(large, args.rows[1])
         head_lines(large, small, args.rows[0])
+        os.sync()  # flush the freshly written raw files so their writeback does not overlap the runs
         # RUSAGE_CHILDREN is a running max, so measure the small run first.
         runs = {str(args.rows[0]): measure(small, work / "out_small", args.threads)}
         small.unlink()

@@ -224,6 +224,12 @@ def test_skip_mode_counts_bad_rows(tmp_path: Path) -> None:
     assert Schema.load(tmp_path / "out").bad_rows_skipped == 3
 
 
+def test_skip_mode_counts_malformed_rows_in_chunks_without_good_rows(tmp_path: Path) -> None:
+    raw = write(tmp_path / "c.tsv", [criteo_row()] * 20 + ["a\tb\n"] * 30)
+    schema = prepare(tmp_path / "out", criteo_format(), [raw], min_count=1, skip_bad=True, chunk_bytes=64)
+    assert schema.bad_rows_skipped == 30 and sum(schema.rows.values()) == 20
+
+
 def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw = write(tmp_path / "c.tsv", [criteo_row(cats={1: str(i)}) for i in range(50)])
 
