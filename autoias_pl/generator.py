@@ -16,8 +16,12 @@ Each decision d of component c is drawn from softmax(MLP_c(x_d) + b_d), x_d = [s
   | hidden/l   | sum over vectors selected and inserted at layer l of width/v, divided by V     |
 
 - pooled_<c: the mean choice state of each earlier component, concatenated ((index of c) x E);
-- b_d: a per-decision logit bias (our addition). With the MLP's last layer at zero, the MLP gets no
-  gradient at the first step; b_d learns each decision's own preference directly from the first step on.
+- b_d: a per-decision logit, `decision_logit_scale` x a learned (D_c, C) table (our addition). The shared
+  MLP sums the REINFORCE noise of all D_c decisions into common directions, so alone it drifts the whole
+  component (e.g. P(select) of every pair) and credits single pairs slowly; b_d learns each decision's own
+  preference directly. The scale (10, with Adam: 10x the step of b) was measured: on 39 fields with 20
+  planted pairs, n=4, Adam 1e-3, noisy reward, the planted-pair ranking AUC after 300 steps was 0.90
+  (and 0.61 on the way) without it, 1.00 with it.
 
 A choice state is one learned embedding per (component, candidate) (paper 4.2.3; none for hidden,
 the last component, which nothing conditions on). The MLPs have three
@@ -92,10 +96,12 @@ class ArchitectureGenerator(nn.Module):
         embed_dim: int = 16,
         hidden_dim: int = 64,
         init_select_prob: float | None = None,
+        decision_logit_scale: float = 10.0,
     ) -> None:
         super().__init__()
         self.space = space
         self.embed_dim = embed_dim
+        self.decision_logit_scale = decision_logit_scale
         E = embed_dim
         ncand = {c: len(space.candidates(c)) for c in COMPONENTS}
         # choice states of every component but the last (nothing conditions on it)
@@ -195,7 +201,7 @@ class ArchitectureGenerator(nn.Module):
         parts += self._local(comp, n, idx, states)  # each (n, D_c, E)
         parts += [states[c].mean(1, keepdim=True).expand(n, D, E) for c in earlier]  # pooled
         x = torch.cat(parts, -1)  # (n, D_c, (1 + local + len(earlier)) * E)
-        return self.policy[comp](x) + self.bias[comp]  # (n, D_c, C)
+        return self.policy[comp](x) + self.decision_logit_scale * self.bias[comp]  # (n, D_c, C)
 
     def _local(self, comp: str, n: int, idx: dict[str, Tensor], states: dict[str, Tensor]) -> list[Tensor]:
         """Choice states of the earlier decisions about the same field(s), each (n, D_c, E)."""

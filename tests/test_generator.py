@@ -36,8 +36,9 @@ def make_gen(space: SearchSpace, perturb: float = 0.0, seed: int = 0, **kw: obje
     if perturb:
         g = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
-            for p in gen.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * perturb)
+            for name, p in gen.named_parameters():
+                scale = perturb / gen.decision_logit_scale if name.startswith("bias.") else perturb
+                p.add_(torch.randn(p.shape, generator=g) * scale)
     return gen
 
 
@@ -86,7 +87,7 @@ def test_probs_match_a_decision_by_decision_reference(space: SearchSpace) -> Non
     with torch.no_grad():
         for comp in COMPONENTS:
             ref = torch.stack([
-                gen.policy[comp](reference_input(gen, arch, comp, d)) + gen.bias[comp][d]
+                gen.policy[comp](reference_input(gen, arch, comp, d)) + gen.decision_logit_scale * gen.bias[comp][d]
                 for d in range(space.num_decisions(comp))
             ]).softmax(-1)  # (D_c, C)
             torch.testing.assert_close(gen.probs(comp, [arch])[0], ref, msg=comp)
