@@ -32,6 +32,7 @@ from autoias_pl.data.schema import LABEL
 DICT = pa.dictionary(pa.int32(), pa.string())
 INT_RE = r"^-?[0-9]{1,18}$"  # longer integers would overflow int64: reported as non-integers
 HOUR_RE = r"^[0-9]{8}$"
+_NON_SPACE = re.compile(rb"\S")  # a chunk of blank lines holds no rows
 EMPTY_CODE, NEGATIVE_CODE = 0, 1  # numeric codes: 0 empty, 1 negative, bucket k -> k + 2
 AVAZU_COLUMNS = ["id", "click", "hour", "C1", "banner_pos", "site_id", "site_domain", "site_category",
                  "app_id", "app_domain", "app_category", "device_id", "device_ip", "device_model",
@@ -232,19 +233,19 @@ def _parse_chunks(stream: pa.NativeFile, raw: pa.NativeFile, path: Path, fmt: Ra
         yield table, raw.tell()
 
 
-def _line_chunks(stream: pa.NativeFile, skip_header: bool, chunk_bytes: int) -> Iterator[bytes]:
-    """Whole lines of the stream, ~chunk_bytes at a time (the header line dropped)."""
+def _line_chunks(stream: pa.NativeFile, skip_header: bool, chunk_bytes: int) -> Iterator[pa.Buffer]:
+    """Whole lines of the stream, ~chunk_bytes at a time (the header line dropped), without copying them."""
     rest = b""
     while data := stream.read(chunk_bytes):
-        buf = rest + data
+        buf = rest + data if rest else data
         cut = buf.rfind(b"\n") + 1
-        chunk, rest = buf[:cut], buf[cut:]
-        if skip_header and cut:
-            chunk, skip_header = chunk[chunk.find(b"\n") + 1 :], False
-        if chunk.strip():
-            yield chunk
-    if rest.strip() and not skip_header:
-        yield rest
+        start = buf.find(b"\n") + 1 if skip_header and cut else 0
+        skip_header = skip_header and not cut
+        rest = buf[cut:]
+        if _NON_SPACE.search(buf, start, cut):
+            yield pa.py_buffer(buf)[start:cut]
+    if _NON_SPACE.search(rest) and not skip_header:
+        yield pa.py_buffer(rest)
 
 
 def _valid_ints(values: pa.Array, pattern: str) -> np.ndarray:
