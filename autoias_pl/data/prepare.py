@@ -48,12 +48,15 @@ def resolve_protocol(preset: str, format_name: str, min_count: int | None,
         raise ValueError(f"unknown preset {preset!r} (choose from {sorted(PRESETS)})")
     p = PRESETS[preset]
     mc = p["min_count"][format_name] if min_count is None else min_count  # type: ignore[index]
-    sp = tuple(p["split"] if split is None else split)  # type: ignore[arg-type]
-    if mc < 1:
-        raise ValueError(f"min_count must be >= 1, got {mc}")
-    if len(sp) != 3 or min(sp) < 0 or abs(sum(sp) - 1.0) > 1e-6:
-        raise ValueError(f"split must be three non-negative fractions summing to 1, got {list(sp)}")
-    return mc, (float(sp[0]), float(sp[1]), float(sp[2]))
+    return check_protocol(mc, tuple(p["split"] if split is None else split))  # type: ignore[arg-type]
+
+
+def check_protocol(min_count: int, split: tuple[float, ...]) -> tuple[int, tuple[float, float, float]]:
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1.0) > 1e-6:
+        raise ValueError(f"split must be three non-negative fractions summing to 1, got {list(split)}")
+    return min_count, (float(split[0]), float(split[1]), float(split[2]))
 
 
 def string_keys(values: pa.Array) -> np.ndarray:
@@ -197,7 +200,7 @@ class Spill:
 
     def __init__(self, path: Path, num_fields: int) -> None:
         self.path, self.num_fields, self.blocks = path, num_fields, []
-        self._f = open(path, "wb")  # noqa: SIM115 - closed in finish()
+        self._f = open(path, "wb")  # closed by finish(), also when pass 1 fails
 
     def write(self, prov: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> None:
         prov.astype(np.int32, copy=False).tofile(self._f)
@@ -208,7 +211,7 @@ class Spill:
     def finish(self) -> None:
         self._f.close()
 
-    def read(self):  # noqa: ANN201 - Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    def read(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         with open(self.path, "rb") as f:
             for r in self.blocks:
                 prov = np.fromfile(f, dtype=np.int32, count=self.num_fields * r).reshape(self.num_fields, r)
@@ -238,7 +241,7 @@ def prepare(
     The vocabulary counts training rows only. Nothing is left at `output` if anything fails.
     """
     sources = _sources(inputs, train, val, test)
-    min_count, split = resolve_protocol("bars", fmt.name, min_count, split)
+    min_count, split = check_protocol(min_count, split)
     fields = fmt.fields()
     total_bytes = sum(p.stat().st_size for p, _ in sources)
     with atomic_output_dir(output, overwrite) as tmp:
@@ -287,23 +290,25 @@ def _pass1(sources: list[tuple[Path, int | None]], fmt: RawFormat, states: list[
     rng = np.random.default_rng(seed)  # one uniform draw per good row, in stream order
     bounds = np.cumsum(split)[:2]
     bad, done = 0, 0
-    for path, fixed in sources:
-        for block in read_blocks(path, fmt, skip_bad, chunk_bytes):
-            r = len(block.labels)
-            if fixed is None:
-                splits = np.searchsorted(bounds, rng.random(r), side="right").astype(np.int8)  # (R,)
-            else:
-                splits = np.full(r, fixed, dtype=np.int8)
-            train = splits == 0
-            prov = np.empty((len(states), r), dtype=np.int32)  # (n, R)
-            for j, state in enumerate(states):
-                prov[j] = state.encode(block)
-                state.count(prov[j][train])
-            spill.write(prov, block.labels, splits)
-            bad += block.skipped
-            bar.update(r, done + block.bytes_read)
-        done += path.stat().st_size
-    spill.finish()
+    try:
+        for path, fixed in sources:
+            for block in read_blocks(path, fmt, skip_bad, chunk_bytes):
+                r = len(block.labels)
+                if fixed is None:
+                    splits = np.searchsorted(bounds, rng.random(r), side="right").astype(np.int8)  # (R,)
+                else:
+                    splits = np.full(r, fixed, dtype=np.int8)
+                train = splits == 0
+                prov = np.empty((len(states), r), dtype=np.int32)  # (n, R)
+                for j, state in enumerate(states):
+                    prov[j] = state.encode(block)
+                    state.count(prov[j][train])
+                spill.write(prov, block.labels, splits)
+                bad += block.skipped
+                bar.update(r, done + block.bytes_read)
+            done += path.stat().st_size
+    finally:
+        spill.finish()
     return bad
 
 

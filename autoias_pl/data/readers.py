@@ -18,9 +18,10 @@ import gzip
 import queue
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -145,7 +146,7 @@ def read_blocks(path: str | Path, fmt: RawFormat, skip_bad: bool = False,
     if path.stat().st_size == 0:
         raise EmptyInputError(f"{path}: empty file")
     names = read_header(path, fmt)
-    malformed: list[str] = []  # rows with the wrong column count (text), filled by pyarrow's callback
+    malformed = _Malformed()  # rows with the wrong column count, filled by pyarrow's callback
     raw = pa.OSFile(str(path))
     stream = pa.CompressedInputStream(raw, "gzip") if path.suffix == ".gz" else raw
     tables = _Prefetch(lambda: _parse_chunks(stream, raw, path, fmt, names, malformed, chunk_bytes))
@@ -154,19 +155,31 @@ def read_blocks(path: str | Path, fmt: RawFormat, skip_bad: bool = False,
         for table, bytes_read in tables:
             for batch in table.to_batches():
                 block, bad = _tokenize(batch, fmt, skip_bad)
-                if (bad or len(malformed) > seen_bad) and not skip_bad:
-                    raise locate_bad_line(path, fmt, malformed[0] if malformed else None)
-                block.skipped, seen_bad = bad + len(malformed) - seen_bad, len(malformed)
+                if (bad or malformed.count > seen_bad) and not skip_bad:
+                    raise locate_bad_line(path, fmt, malformed.first)
+                block.skipped, seen_bad = bad + malformed.count - seen_bad, malformed.count
                 block.bytes_read = bytes_read
                 rows += len(block.labels) + block.skipped
                 yield block
     finally:
         tables.close()
         raw.close()
-    if malformed and not skip_bad:
-        raise locate_bad_line(path, fmt, malformed[0])
+    if malformed.count and not skip_bad:
+        raise locate_bad_line(path, fmt, malformed.first)
     if rows == 0:
         raise EmptyInputError(f"{path}: no data rows")
+
+
+@dataclass
+class _Malformed:
+    """Rows pyarrow rejected for their column count: how many, and the first one's text."""
+
+    count: int = 0
+    first: str | None = None
+
+    def __call__(self, row: pcsv.InvalidRow) -> str:
+        self.count, self.first = self.count + 1, self.first if self.count else row.text
+        return "skip"
 
 
 class _Prefetch:
@@ -176,15 +189,15 @@ class _Prefetch:
 
     _END = object()
 
-    def __init__(self, make: object) -> None:
+    def __init__(self, make: Callable[[], Iterator[Any]]) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(make,), daemon=True)
         self._thread.start()
 
-    def _run(self, make: object) -> None:
+    def _run(self, make: Callable[[], Iterator[Any]]) -> None:
         try:
-            for item in make():  # type: ignore[operator]
+            for item in make():
                 if not self._put(item):
                     return
             self._put(self._END)
@@ -200,7 +213,7 @@ class _Prefetch:
                 continue
         return False
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[Any]:
         while (item := self._queue.get()) is not self._END:
             if isinstance(item, BaseException):
                 raise item
@@ -212,17 +225,12 @@ class _Prefetch:
 
 
 def _parse_chunks(stream: pa.NativeFile, raw: pa.NativeFile, path: Path, fmt: RawFormat, names: list[str],
-                  malformed: list[str], chunk_bytes: int) -> Iterator[tuple[pa.Table, int]]:
+                  malformed: _Malformed, chunk_bytes: int) -> Iterator[tuple[pa.Table, int]]:
     """Cut the text at line ends into ~chunk_bytes pieces, parse each with pyarrow (multi-threaded)."""
-
-    def on_invalid(row: pcsv.InvalidRow) -> str:
-        malformed.append(row.text)
-        return "skip"
-
     used = [fmt.label, *fmt.numeric, *fmt.categorical, *([fmt.hour] if fmt.hour else [])]
     read = pcsv.ReadOptions(column_names=names, block_size=max(chunk_bytes // 4, 1 << 20))
     parse = pcsv.ParseOptions(delimiter=fmt.delimiter, quote_char='"' if fmt.header else False,
-                              invalid_row_handler=on_invalid)
+                              invalid_row_handler=malformed)
     convert = pcsv.ConvertOptions(column_types={c: DICT for c in used}, include_columns=used,
                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
     for chunk in _line_chunks(stream, fmt.header, chunk_bytes):
@@ -293,7 +301,7 @@ def _tokenize(batch: pa.RecordBatch, fmt: RawFormat, skip_bad: bool) -> tuple[Ra
     return RawBlock(labels, codes, strings, 0, 0), n_bad
 
 
-def _open_text(path: Path):  # noqa: ANN202 - a text file object
+def _open_text(path: Path) -> TextIO:
     opener = gzip.open if path.suffix == ".gz" else open
     return opener(path, "rt", encoding="utf-8", errors="replace", newline="")
 
