@@ -236,7 +236,10 @@ def _parse_chunks(stream: pa.NativeFile, raw: pa.NativeFile, path: Path, fmt: Ra
     for chunk in _line_chunks(stream, fmt.header, chunk_bytes):
         try:
             table = pcsv.read_csv(pa.BufferReader(chunk), read, parse, convert)
-        except pa.ArrowInvalid as e:
+        except pa.ArrowInvalid as e:  # e.g. invalid UTF-8: name the first bad line if the slow check finds one
+            located = locate_bad_line(path, fmt, None)
+            if "line not located" not in str(located):
+                raise located from e
             raise DataFormatError(f"{path}: {str(e).splitlines()[0]}") from e
         yield table, raw.tell()
 
