@@ -18,7 +18,8 @@ from collections.abc import Callable
 import torch
 
 from autoias_pl.space import Architecture, SearchSpace
-from autoias_pl.supernet import Supernet, export
+from autoias_pl.supernet import Supernet
+from autoias_pl.supernet.export import export
 
 CPU_SPACE = {"emb_dims": (4, 8, 16, 32), "proj_dims": (4, 8, 16, 32), "hidden_units": (64, 128, 256)}
 

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 
 from autoias_pl.model import CTRModel
 from autoias_pl.space import COMPONENTS, Architecture, SearchSpace
-from autoias_pl.supernet import Supernet, export
+from autoias_pl.supernet import Supernet
 from autoias_pl.supernet import interactions as fx
 from autoias_pl.supernet.elastic import ElasticConcat
+from autoias_pl.supernet.export import export
 
 VOCAB6 = (5, 7, 3, 9, 4, 6)
 SMALL = {"emb_dims": (2, 4, 8), "proj_dims": (2, 4, 8, 16), "hidden_units": (4, 8), "num_layers": 3}
