@@ -103,8 +103,8 @@ class ProvisionalDictionary:
         self.chunks: list[pa.Array] = []  # the raw values, in provisional id order
         self.size = 0
 
-    def encode(self, column: pa.DictionaryArray) -> np.ndarray:
-        """(R,) dictionary-encoded strings -> (R,) int32 provisional ids; new values are appended."""
+    def encode(self, column: pa.DictionaryArray, out: np.ndarray | None = None) -> np.ndarray:
+        """(R,) dictionary-encoded strings -> (R,) int32 provisional ids (into `out`); new values appended."""
         h = string_keys(column.dictionary)  # (U,)
         by_hash = np.argsort(h)  # sorted needles: searchsorted walks the keys in cache order
         hs = h[by_hash]
@@ -120,7 +120,7 @@ class ProvisionalDictionary:
             self.ids = np.insert(self.ids, pos[~found], local[by_hash[~found]])
             self.chunks.append(column.dictionary.take(pa.array(new)))
             self.size += len(new)
-        return local[column.indices.to_numpy()]
+        return np.take(local, column.indices.to_numpy(), out=out)
 
     def values(self) -> pa.Array:
         return pa.concat_arrays(self.chunks) if self.chunks else pa.array([], pa.string())
@@ -154,13 +154,15 @@ class FieldState:
         self.counts = np.zeros(0, dtype=np.int64)  # (V,) count of each provisional id in training rows
         self._codes = 0  # numeric/derived: 1 + the largest code seen in any split
 
-    def encode(self, block: RawBlock) -> np.ndarray:
-        """(R,) int32 provisional ids: categorical via the dictionary, numeric/derived codes as they are."""
+    def encode(self, block: RawBlock, out: np.ndarray) -> None:
+        """Write the block's (R,) int32 provisional ids into `out`: categorical via the dictionary,
+        numeric/derived codes as they are."""
         if self.dictionary is not None:
-            return self.dictionary.encode(block.strings[self.name])
-        codes = block.codes[self.name].astype(np.int32)
+            self.dictionary.encode(block.strings[self.name], out)
+            return
+        codes = block.codes[self.name]  # (R,) int64
         self._codes = max(self._codes, int(codes.max(initial=-1)) + 1)
-        return codes
+        out[:] = codes
 
     def count(self, prov: np.ndarray) -> None:
         c = np.bincount(prov, minlength=len(self.counts))
@@ -298,11 +300,11 @@ def _pass1(sources: list[tuple[Path, int | None]], fmt: RawFormat, states: list[
                     splits = np.searchsorted(bounds, rng.random(r), side="right").astype(np.int8)  # (R,)
                 else:
                     splits = np.full(r, fixed, dtype=np.int8)
-                train = splits == 0
+                train = None if fixed == 0 else np.flatnonzero(splits == 0)  # (R_train,) or all rows
                 prov = np.empty((len(states), r), dtype=np.int32)  # (n, R)
                 for j, state in enumerate(states):
-                    prov[j] = state.encode(block)
-                    state.count(prov[j][train])
+                    state.encode(block, out=prov[j])
+                    state.count(prov[j] if train is None else prov[j].take(train))
                 spill.write(prov, block.labels, splits)
                 bad += block.skipped
                 bar.update(r, done + block.bytes_read)
