@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,9 @@ def test_synth_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
                         "--planted-pairs", "1", "--seed", "3"], capsys)
     assert code == 0, err
     assert Schema.load(tmp_path / "s").num_fields == 4
+
+
+def test_data_tools_import_no_lightning() -> None:
+    code = ("import sys, autoias_pl.data.cli, autoias_pl.data.prepare, autoias_pl.data.readers; "
+            "sys.exit(any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
