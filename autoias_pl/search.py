@@ -123,6 +123,7 @@ class AutoIASSearch(LightningModule):
         self.best_architecture: Architecture | None = None
         self._val_arch: Architecture | None = None
         self._reward_set: CTRBatch | None = None
+        self._best_path: Path | None = None
         self._decisions = {c: self.space.num_decisions(c) for c in COMPONENTS}
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -140,6 +141,8 @@ class AutoIASSearch(LightningModule):
         self._reward_set = CTRBatch(rows.features[part].to(self.device), rows.labels[part].to(self.device))
 
     def on_fit_start(self) -> None:
+        trainer = self.trainer
+        self._best_path = Path(trainer.log_dir or trainer.default_root_dir) / BEST_ARCH_FILE  # all ranks
         if self.reward_rows > 0 and self._reward_set is None:
             dm = self.trainer.datamodule
             if dm is None or not hasattr(dm, "reward_set"):
@@ -264,8 +267,11 @@ class AutoIASSearch(LightningModule):
 
     @property
     def best_architecture_path(self) -> Path:
-        trainer = self.trainer
-        return Path(trainer.log_dir or trainer.default_root_dir) / BEST_ARCH_FILE
+        """`<trainer.log_dir or default_root_dir>/best_architecture.json`, fixed at fit start (trainer.log_dir is
+        a collective under DDP: it must be read on every rank, never inside an `if rank 0`)."""
+        if self._best_path is None:
+            raise RuntimeError("best_architecture_path is known once fit has started")
+        return self._best_path
 
     def on_fit_end(self) -> None:
         if self.best_architecture is None or not self.trainer.is_global_zero:
