@@ -13,6 +13,10 @@ checkpoints `last.ckpt` and `best.ckpt` (on val/auc), stops early on val/auc and
 
 from __future__ import annotations
 
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
@@ -27,9 +31,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from autoias_pl.callbacks import ParquetPredictionWriter, StageConfigCallback
 from autoias_pl.data.datamodule import CTRDataModule
+from autoias_pl.data.schema import SchemaError
+from autoias_pl.space import ArchitectureError
 
 DEFAULT_SEED = 0
 LINKED = ("field_names", "vocab_sizes", "schema_hash")
+USER_ERRORS = (ArchitectureError, SchemaError, FileNotFoundError)  # reported as one line by `autoias`
 
 
 class AutoIASCLI(LightningCLI):
@@ -54,6 +61,19 @@ class AutoIASCLI(LightningCLI):
         })
         parser.add_lightning_class_args(ParquetPredictionWriter, "prediction_writer")
 
+    def instantiate_classes(self) -> None:
+        """Re-raise our own errors (bad architecture file, schema mismatch) instead of jsonargparse's
+        "Does not validate against any of the Union subtypes" wrapper around them."""
+        try:
+            super().instantiate_classes()
+        except ValueError as e:
+            cause: BaseException | None = e
+            while cause is not None and not isinstance(cause, USER_ERRORS):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Adds a rich progress bar (unless disabled or another one is configured) and, with a logger, an
         LR monitor."""
@@ -68,8 +88,37 @@ class AutoIASCLI(LightningCLI):
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
 
+# Lightning warnings that do not apply here: the parquet stream shards itself over ranks and workers (so its
+# __len__ is exact), the prediction writer does not use batch indices, and a torch deprecation in Lightning.
+_NOISE = (
+    r".*`IterableDataset` has `__len__` defined.*",
+    r".*Couldn't infer the batch indices fetched from your dataloader.*",
+    r".*isinstance\(treespec, LeafSpec\).*",
+)
+
+
+@contextmanager
+def _programmatic(args: list[str] | None) -> Iterator[None]:
+    """Hide sys.argv while `args` are parsed (LightningCLI warns when both are present) and known noise."""
+    argv = sys.argv
+    with warnings.catch_warnings():
+        for message in _NOISE:
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            if args is not None:
+                sys.argv = argv[:1]
+            yield
+        finally:
+            sys.argv = argv
+
+
 def run(args: list[str] | None = None) -> AutoIASCLI:
     """Parse `args` (default: sys.argv), run the subcommand, return the CLI (its trainer, model, data)."""
+    with _programmatic(args):
+        return _cli(args)
+
+
+def _cli(args: list[str] | None) -> AutoIASCLI:
     return AutoIASCLI(
         LightningModule,
         CTRDataModule,
@@ -89,8 +138,12 @@ def run(args: list[str] | None = None) -> AutoIASCLI:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point `autoias` (returns None so that `sys.exit(main())` exits 0)."""
-    run(args)
+    """Console entry point `autoias`: a bad architecture or dataset is one line on stderr and exit code 2."""
+    try:
+        run(args)
+    except USER_ERRORS as e:
+        print(f"autoias: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

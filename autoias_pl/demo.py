@@ -1,0 +1,203 @@
+"""`make demo`: the whole AutoIAS flow on synthetic data with planted pairs, through the `autoias` CLI.
+
+    python -m autoias_pl.demo --out runs/demo [--rows 200000] [--max-epochs 10] [--quick]
+
+1. synthesize a dataset whose clicks depend on a few planted field pairs (known Bayes-optimal ceiling);
+2. search (configs/search/cpu.yaml) -> `search/best_architecture.json`;
+3. retrain the searched architecture and the baselines lr, fm, dnn, deepfm from scratch (configs/retrain.yaml);
+4. test each on the test split; print and write the comparison (`results.md`, `results.csv`).
+Every step is the `autoias` command a user would type (`autoias_pl.cli.run([...])`); each run's resolved
+config, checkpoints and TensorBoard logs are under `--out/<model>/`.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP (2-core machines)
+
+import argparse
+import csv
+import io
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autoias_pl.data.schema import Schema, atomic_write_text
+from autoias_pl.data.stream import read_rows
+from autoias_pl.data.synth import SynthModel, synthesize
+from autoias_pl.metrics_np import auc
+from autoias_pl.space import Architecture
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+BASELINE_NAMES = ("lr", "fm", "dnn", "deepfm")
+MARKER = ".autoias-demo"  # marks a folder the demo owns (and may wipe on the next run)
+
+
+@dataclass
+class Result:
+    model: str
+    test_auc: float
+    test_logloss: float
+    params: int | None
+    train_seconds: float | None
+    note: str = ""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m autoias_pl.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/demo", help="run folder (replaced if it holds an earlier demo)")
+    p.add_argument("--rows", type=int, default=200_000, help="synthetic rows (80/10/10 train/val/test)")
+    p.add_argument("--fields", type=int, default=10)
+    p.add_argument("--planted-pairs", type=int, default=3)
+    p.add_argument("--max-epochs", type=int, default=10, help="retraining epochs (early stopping on val/auc)")
+    p.add_argument("--search-epochs", type=int, default=None, help="default: configs/search/cpu.yaml's")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny sizes for tests: 20k rows, 2 epochs, no bar")
+    p.add_argument("--no-progress-bar", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.max_epochs = min(args.rows, 20_000), min(args.max_epochs, 2)
+        args.search_epochs, args.no_progress_bar = args.search_epochs or 2, True
+    return args
+
+
+def prepare_out(out: Path) -> None:
+    """Create `out`; replace it only if an earlier demo made it (never a folder of something else)."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise FileExistsError(f"{out}: exists and was not made by the demo; pass another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by python -m autoias_pl.demo; rerunning the demo replaces this folder\n")
+
+
+def cli(subcommand: str, configs: list[str], overrides: list[str]) -> object:
+    """Run `autoias <subcommand> -c configs/... <overrides>` in-process; returns the LightningCLI."""
+    from autoias_pl.cli import run
+
+    args = [subcommand]
+    for c in configs:
+        args += ["-c", str(CONFIGS / c)]
+    print(f"\n$ autoias {subcommand} " + " ".join(f"-c configs/{c}" for c in configs) + " " + " ".join(overrides))
+    return run(args + overrides)
+
+
+def common(args: argparse.Namespace, data: Path, out: Path, version: str) -> list[str]:
+    """Overrides shared by every run: the data folder, the run folder `out/<version>`, seed, progress bar."""
+    o = [f"--data.data_dir={data}", f"--seed_everything={args.seed}",
+         f"--trainer.logger.init_args.save_dir={out}", "--trainer.logger.init_args.name=",
+         f"--trainer.logger.init_args.version={version}"]
+    return o + (["--trainer.enable_progress_bar=false"] if args.no_progress_bar else [])
+
+
+def search(args: argparse.Namespace, data: Path, out: Path) -> tuple[Path, float]:
+    overrides = common(args, data, out, "search") + [f"--model.init_args.seed={args.seed}"]
+    if args.search_epochs is not None:
+        overrides.append(f"--trainer.max_epochs={args.search_epochs}")
+    if args.quick:
+        overrides += ["--model.init_args.warmup_batches=5", "--model.init_args.reward_rows=1024"]
+    start = time.perf_counter()
+    cli("fit", ["data/synthetic.yaml", "search/cpu.yaml", "trainer/cpu.yaml"], overrides)
+    seconds = time.perf_counter() - start
+    path = out / "search" / "best_architecture.json"
+    if not path.is_file():
+        raise RuntimeError(f"{path}: the search wrote no architecture (did validation run?)")
+    return path, seconds
+
+
+def retrain(args: argparse.Namespace, data: Path, out: Path, name: str, architecture: str) -> Result:
+    """fit then test one architecture in `out/<name>`; the test reads `best.ckpt` of the fit."""
+    configs = ["data/synthetic.yaml", "retrain.yaml", "trainer/cpu.yaml"]
+    overrides = common(args, data, out, name) + [f"--model.init_args.architecture={architecture}"]
+    if name != "autoias":  # baselines at the sizes of the synthetic data's scale
+        overrides += ["--model.init_args.baseline_dim=8", "--model.init_args.baseline_hidden=64",
+                      "--model.init_args.baseline_layers=2"]
+    start = time.perf_counter()
+    cli("fit", configs, overrides + [f"--trainer.max_epochs={args.max_epochs}"])
+    seconds = time.perf_counter() - start
+    ckpt = out / name / "checkpoints" / "best.ckpt"
+    cli("test", configs, overrides + [f"--ckpt_path={ckpt}"])
+    metrics = json.loads((out / name / "test_metrics.json").read_text())
+    return Result(name, metrics["test/auc"], metrics["test/logloss"], metrics["params"], seconds)
+
+
+def ceilings(data: Path) -> list[Result]:
+    """The true click model on the test split: Bayes-optimal, and its first-order part alone."""
+    schema = Schema.load(data)
+    model = SynthModel.from_schema(schema)
+    batch = read_rows(data, "test", schema.rows["test"])
+    x, y = batch.features.numpy(), batch.labels.numpy().astype(np.float64)
+    first = 1.0 / (1.0 + np.exp(-model.first_order_logit(x)))
+    first = first * (y.mean() / first.mean())  # no pair terms: recentre the base rate for a fair logloss
+    rows = []
+    for name, prob, note in (("bayes-optimal", model.probability(x), "true click probabilities"),
+                             ("first-order only", first, "true model without its planted pairs")):
+        p = np.clip(prob, 1e-7, 1 - 1e-7)
+        logloss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        rows.append(Result(name, auc(prob, y), logloss, None, None, note))
+    return rows
+
+
+def pair_report(arch_path: Path, data: Path) -> str:
+    planted = {"x".join(p) for p in Schema.load(data).extra["synthetic"]["planted_pairs"]}
+    arch = Architecture.load(arch_path)
+    chosen = set(arch.summary()["selected_pairs"])
+    found = sorted(planted & chosen)
+    return (f"planted pairs found by the search: {len(found)}/{len(planted)} {found}; "
+            f"selected pairs {len(chosen)} of {arch.space.num_pairs}: {sorted(chosen)}")
+
+
+def table(results: list[Result]) -> tuple[str, str]:
+    """(markdown, csv) of the comparison."""
+    md = ["| model | test AUC | test logloss | parameters | training s | note |", "|---|---|---|---|---|---|"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["model", "test_auc", "test_logloss", "params", "train_seconds", "note"])
+    for r in results:
+        params = "" if r.params is None else f"{r.params:,}"
+        secs = "" if r.train_seconds is None else f"{r.train_seconds:.1f}"
+        md.append(f"| {r.model} | {r.test_auc:.4f} | {r.test_logloss:.4f} | {params} | {secs} | {r.note} |")
+        w.writerow([r.model, f"{r.test_auc:.6f}", f"{r.test_logloss:.6f}", r.params or "",
+                    "" if r.train_seconds is None else f"{r.train_seconds:.2f}", r.note])
+    return "\n".join(md) + "\n", buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> list[Result]:
+    args = parse_args(argv)
+    out = Path(args.out)
+    prepare_out(out)
+    start = time.perf_counter()
+    data = out / "data"
+    print(f"1/4 synthesizing {args.rows:,} rows, {args.fields} fields, {args.planted_pairs} planted pairs -> {data}")
+    schema = synthesize(data, args.rows, args.fields, planted_pairs=args.planted_pairs, seed=args.seed)
+    print(f"    planted pairs: {schema.extra['synthetic']['planted_pairs']}")
+    print("2/4 searching (configs/search/cpu.yaml)")
+    arch_path, search_seconds = search(args, data, out)
+    print("3/4 retraining the searched architecture and the baselines", ", ".join(BASELINE_NAMES))
+    results = [retrain(args, data, out, "autoias", str(arch_path))]
+    results[0].note = f"searched in {search_seconds:.0f} s"
+    results += [retrain(args, data, out, name, name) for name in BASELINE_NAMES]
+    print("4/4 results")
+    results += ceilings(data)
+    md, csv_text = table(results)
+    pairs = pair_report(arch_path, data)
+    total = time.perf_counter() - start
+    header = (f"# AutoIAS demo: {args.rows:,} synthetic rows, {args.fields} fields, "
+              f"{args.planted_pairs} planted pairs (seed {args.seed})\n\n")
+    atomic_write_text(out / "results.md", header + md + f"\n{pairs}\n\nTotal wall time {total:.0f} s.\n")
+    atomic_write_text(out / "results.csv", csv_text)
+    print("\n" + md + "\n" + pairs)
+    print(f"\nwrote {out / 'results.md'} and {out / 'results.csv'} in {total:.0f} s "
+          f"({math.floor(total / 60)} min {total % 60:.0f} s)")
+    print(f"curves and architecture views: tensorboard --logdir {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

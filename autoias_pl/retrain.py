@@ -1,0 +1,191 @@
+"""Retrain one architecture from scratch (paper 3.1: the searched model is trained alone) and test it.
+
+The architecture is a JSON file written by the search (`best_architecture.json`) or the name of a
+hand-crafted baseline expressed in the same space (`lr`, `fm`, `dnn`, `deepfm`, `ipnn`, `wide_deep`).
+The network is the standalone `CTRModel`; this module only trains it: one shared step for
+train/val/test, BCE on logits, AUC and logloss from `ctr_metrics`, `test_metrics.json` at the end of test.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor
+
+from autoias_pl.baselines import BASELINES, baseline
+from autoias_pl.callbacks import run_dir
+from autoias_pl.data.batch import CTRBatch
+from autoias_pl.data.schema import atomic_write_text
+from autoias_pl.metrics import ctr_metrics
+from autoias_pl.model import CTRModel
+from autoias_pl.space import FUNCTIONS, Architecture, ArchitectureError, SearchSpace
+
+TEST_METRICS_FILE = "test_metrics.json"
+
+
+def baseline_space(field_names: Sequence[str], schema_hash: str, dim: int, hidden: int, layers: int) -> SearchSpace:
+    """The space the baselines are written in: one embedding/projection width, `layers` layers of `hidden`."""
+    return SearchSpace(
+        field_names=tuple(field_names),
+        emb_dims=(dim,),
+        proj_dims=(dim,),
+        functions=FUNCTIONS,
+        num_layers=layers,
+        hidden_units=(hidden,),
+        output_insertion=True,
+        schema_hash=schema_hash,
+    )
+
+
+def resolve_architecture(
+    architecture: str,
+    field_names: Sequence[str],
+    schema_hash: str,
+    baseline_dim: int,
+    baseline_hidden: int,
+    baseline_layers: int,
+) -> Architecture:
+    """A baseline by name, or an architecture JSON searched on this data schema (else ArchitectureError)."""
+    if architecture in BASELINES:
+        space = baseline_space(field_names, schema_hash, baseline_dim, baseline_hidden, baseline_layers)
+        return baseline(architecture, space, dim=baseline_dim, hidden=baseline_hidden)
+    path = Path(architecture)
+    if not path.is_file():
+        raise ArchitectureError(
+            f"architecture {architecture!r}: neither a baseline name {sorted(BASELINES)} nor an existing "
+            "architecture JSON file (e.g. <search log_dir>/best_architecture.json)"
+        )
+    try:
+        arch = Architecture.load(path, schema_hash=schema_hash)
+    except ArchitectureError as e:
+        raise ArchitectureError(f"{e}. Retraining refuses it: search again on this data.") from e
+    if list(arch.space.field_names) != list(field_names):
+        raise ArchitectureError(
+            f"{path}: fields {list(arch.space.field_names)} differ from the data's {list(field_names)}"
+        )
+    return arch
+
+
+class AutoIASRetrain(LightningModule):
+    """Train the standalone model of one architecture and report val/test AUC and logloss.
+
+    `field_names`, `vocab_sizes` and `schema_hash` are linked from the DataModule by the CLI.
+    `architecture`: a baseline name or a path to an architecture JSON (refused if searched on another data
+    schema). `baseline_dim`, `baseline_hidden`, `baseline_layers`: embedding width, MLP width and depth of
+    the baselines (the structure of each is in autoias_pl/baselines.py).
+    `init_from_search`: a search checkpoint; the model starts from its supernet's weights (via export)
+    instead of a fresh initialisation.
+    """
+
+    def __init__(
+        self,
+        field_names: list[str],
+        vocab_sizes: list[int],
+        schema_hash: str,
+        architecture: str = "deepfm",
+        baseline_dim: int = 16,
+        baseline_hidden: int = 400,
+        baseline_layers: int = 3,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        init_from_search: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.arch = resolve_architecture(
+            architecture, field_names, schema_hash, baseline_dim, baseline_hidden, baseline_layers
+        )
+        if len(vocab_sizes) != len(field_names):
+            raise ValueError(f"{len(vocab_sizes)} vocab_sizes for {len(field_names)} field_names")
+        self.model = (
+            CTRModel(self.arch, vocab_sizes)
+            if init_from_search is None
+            else _export_from_search(init_from_search, self.arch, vocab_sizes, schema_hash)
+        )
+        self.optimizer = optimizer
+        self.val_metrics = ctr_metrics("val/")
+        self.test_metrics = ctr_metrics("test/")
+        self._fit_start: float | None = None
+        self.fit_seconds = 0.0
+
+    # ----- one shared step -----
+    def _step(self, batch: CTRBatch, stage: str) -> Tensor:
+        logits = self.model(batch.features)  # (B,)
+        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        n = batch.labels.numel()
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=stage == "train",
+                 batch_size=n, sync_dist=stage != "train")
+        if stage != "train":
+            metrics = self.val_metrics if stage == "val" else self.test_metrics
+            metrics.update(logits.detach(), batch.labels)
+            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        return loss
+
+    def training_step(self, batch: CTRBatch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: CTRBatch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: CTRBatch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: CTRBatch, batch_idx: int) -> tuple[Tensor, Tensor]:
+        """Click probabilities (B,) and labels (B,) for the ParquetPredictionWriter."""
+        return torch.sigmoid(self.model(batch.features).float()), batch.labels
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer(self.parameters())
+
+    # ----- bookkeeping -----
+    def on_fit_start(self) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_fit_end(self) -> None:
+        if self._fit_start is not None:
+            self.fit_seconds += time.perf_counter() - self._fit_start
+
+    def on_test_epoch_end(self) -> None:
+        values = {k: float(v) for k, v in self.test_metrics.compute().items()}  # every rank: synced
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            path = run_dir(self.trainer) / TEST_METRICS_FILE
+            atomic_write_text(path, json.dumps(self.report(values), indent=1) + "\n")
+
+    def report(self, metrics: dict[str, float]) -> dict[str, Any]:
+        """Test metrics with the architecture's summary: what `test_metrics.json` holds."""
+        return {
+            **metrics,
+            "architecture": self.hparams.architecture,
+            "schema_hash": self.hparams.schema_hash,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "checkpoint": self.trainer.ckpt_path,
+            "fit_seconds": round(self.fit_seconds, 2) or None,
+            **self.arch.summary(),
+        }
+
+
+def _export_from_search(path: str, arch: Architecture, vocab_sizes: Sequence[int], schema_hash: str) -> CTRModel:
+    """The standalone model of `arch` with weights exported from the supernet of search checkpoint `path`."""
+    from autoias_pl.search import AutoIASSearch
+    from autoias_pl.supernet.export import export
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"init_from_search {path}: no such checkpoint")
+    search = AutoIASSearch.load_from_checkpoint(path, map_location="cpu")
+    if search.hparams.schema_hash != schema_hash:
+        raise ArchitectureError(
+            f"{path}: search checkpoint on data schema {search.hparams.schema_hash!r}, this data is {schema_hash!r}"
+        )
+    if search.supernet.space != arch.space:
+        raise ArchitectureError(
+            f"{path}: the architecture's search space differs from the checkpoint's; init_from_search needs "
+            "an architecture JSON written by that search"
+        )
+    return export(search.supernet, arch)

@@ -1,0 +1,53 @@
+"""`make demo` at a tiny size (`--quick`): every stage runs and the comparison is written."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from autoias_pl import demo
+
+
+def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `--quick` demo's run folder, made once per session (test_notebook reuses it)."""
+    out = tmp_path_factory.getbasetemp() / "demo_quick"
+    if not (out / "results.csv").exists():
+        demo.main(["--quick", "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return quick_demo(tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_demo_writes_the_comparison(demo_run: Path) -> None:
+    rows = list(csv.DictReader((demo_run / "results.csv").open()))
+    assert [r["model"] for r in rows] == ["autoias", *demo.BASELINE_NAMES, "bayes-optimal", "first-order only"]
+    for r in rows:
+        assert 0.5 < float(r["test_auc"]) <= 1.0 and float(r["test_logloss"]) > 0, r
+    bayes = float(rows[-2]["test_auc"])
+    assert all(float(r["test_auc"]) <= bayes + 0.02 for r in rows[:-2])  # nothing beats the true model
+    md = (demo_run / "results.md").read_text()
+    assert "| autoias |" in md and "planted pairs found by the search" in md
+
+
+@pytest.mark.slow
+def test_demo_runs_are_cli_runs(demo_run: Path) -> None:
+    """Each model's folder holds what `autoias fit` + `autoias test` write."""
+    assert (demo_run / "search" / "best_architecture.json").is_file()
+    for name in ("autoias", *demo.BASELINE_NAMES):
+        run = demo_run / name
+        assert (run / "config.yaml").is_file() and (run / "config_test.yaml").is_file()
+        assert (run / "checkpoints" / "best.ckpt").is_file()
+        assert json.loads((run / "test_metrics.json").read_text())["architecture"]
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not made by the demo"):
+        demo.main(["--quick", "--out", str(tmp_path)])
