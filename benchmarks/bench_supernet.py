@@ -4,7 +4,8 @@
 
 Measures, per thread count: the teacher's forward+backward; the mean forward+backward of `--archs`
 uniform-random architectures (students) and its ratio to the teacher; the forward of the standalone model
-of one uniform-random (mid-size) architecture vs the supernet forward of that architecture.
+of one uniform-random (mid-size) architecture vs the supernet forward of that architecture; and the
+activation memory autograd keeps per sample (teacher, students).
 """
 
 from __future__ import annotations
@@ -39,6 +40,35 @@ def step(net: Supernet, x: torch.Tensor, y: torch.Tensor, arch: Architecture) ->
     """One forward + backward of `arch` (grads cleared, as in a training step)."""
     net.zero_grad(set_to_none=True)
     torch.nn.functional.binary_cross_entropy_with_logits(net(x, arch), y).backward()
+
+
+def saved_bytes(net: Supernet, x: torch.Tensor, arch: Architecture) -> int:
+    """Bytes of the non-parameter tensors autograd keeps for backward in one forward of `arch`."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.layout == torch.strided:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(x, arch)
+    params = {q.untyped_storage().data_ptr() for q in net.parameters()}
+    return sum(v for k, v in seen.items() if k not in params)
+
+
+def activation_memory(net: Supernet, space: SearchSpace, x: torch.Tensor, archs: int) -> dict:
+    """Saved-for-backward bytes per sample (slope between batch 64 and 256) and the fixed part."""
+    rng = torch.Generator().manual_seed(0)
+    sets = {"teacher": [Architecture.teacher(space)],
+            "student": [Architecture.uniform_random(space, rng) for _ in range(archs)]}
+    out = {}
+    for name, arches in sets.items():
+        small = statistics.mean(saved_bytes(net, x[:64], a) for a in arches)
+        large = statistics.mean(saved_bytes(net, x[:256], a) for a in arches)
+        per_sample = (large - small) / 192
+        out[name] = {"bytes_per_sample": round(per_sample), "fixed_bytes": round(small - 64 * per_sample)}
+    return out
 
 
 def measure(net: Supernet, space: SearchSpace, x: torch.Tensor, y: torch.Tensor, archs: int, reps: int) -> dict:
@@ -84,6 +114,7 @@ def main() -> None:
         "batch": args.batch, "supernet_params": sum(q.numel() for q in net.parameters()),
         "torch": torch.__version__, "by_threads": {},
     }
+    result["saved_activations"] = activation_memory(net, space, x, 5)
     for threads in args.threads:
         torch.set_num_threads(threads)
         result["by_threads"][str(threads)] = measure(net, space, x, y, args.archs, args.reps)
