@@ -270,3 +270,5 @@ def test_provisional_ids_are_first_seen_order_across_blocks() -> None:
     assert len(set(keys.tolist())) == len(words)
     assert np.array_equal(string_keys(pa.array(words[::-1])), keys[::-1])  # a function of the value only
     assert np.array_equal(string_keys(pa.array(["x", *words]).slice(1)), keys)
+    eights = ["", "abcdefgh", "", "01234567"]  # the all-8-bytes fast path gives the general path's keys
+    assert np.array_equal(string_keys(pa.array(["x", *eights]).slice(1)), string_keys(pa.array([*eights, "a"]))[:4])

@@ -67,8 +67,12 @@ def string_keys(values: pa.Array) -> np.ndarray:
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
     offsets = offsets.astype(np.int64)  # (U + 1,) absolute positions in the data buffer
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if values.buffers()[2] else np.zeros(0, np.uint8)
-    data = np.concatenate([data[: offsets[-1]], np.zeros(8, np.uint8)])  # (bytes + 8,)
     lengths = np.diff(offsets)  # (U,)
+    if len(lengths) and np.all((lengths == 8) | (lengths == 0)):  # e.g. hex ids: the bytes are the keys
+        keys = np.zeros(len(lengths), dtype=np.uint64)
+        keys[lengths == 8] = data[offsets[0] : offsets[-1]].view(np.uint64)
+        return keys
+    data = np.concatenate([data[: offsets[-1]], np.zeros(8, np.uint8)])  # (bytes + 8,)
     window = data[offsets[:-1, None] + np.arange(8)]  # (U, 8) the first 8 bytes of each string
     window[np.arange(8) >= lengths[:, None]] = 0
     keys = np.ascontiguousarray(window).view(np.uint64)[:, 0]  # (U,)
