@@ -202,20 +202,36 @@ class FieldState:
 
 
 class Spill:
-    """Pass-1 output on disk: per block, provisional ids (n, R) int32, labels (R,) int8, splits (R,) int8."""
+    """Pass-1 output on disk: per block, provisional ids (n, R) int32, labels (R,) int8, splits (R,) int8.
+
+    Blocks are written by one background thread (file writes release the GIL), at most two behind.
+    """
 
     def __init__(self, path: Path, num_fields: int) -> None:
         self.path, self.num_fields, self.blocks = path, num_fields, []
         self._f = open(path, "wb")  # closed by finish(), also when pass 1 fails
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spill")
+        self._pending: deque[Future] = deque()
 
     def write(self, prov: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> None:
+        """Queue one block; the arrays must not be modified afterwards."""
+        self._pending.append(self._pool.submit(self._write, prov, labels, splits))
+        self.blocks.append(len(labels))
+        while len(self._pending) > 2:
+            self._pending.popleft().result()
+
+    def _write(self, prov: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> None:
         prov.astype(np.int32, copy=False).tofile(self._f)
         labels.astype(np.int8, copy=False).tofile(self._f)
         splits.astype(np.int8, copy=False).tofile(self._f)
-        self.blocks.append(len(labels))
 
     def finish(self) -> None:
-        self._f.close()
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._f.close()
 
     def read(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         with open(self.path, "rb") as f:
