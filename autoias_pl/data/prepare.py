@@ -264,6 +264,8 @@ def prepare(
     """
     sources = _sources(inputs, train, val, test)
     min_count, split = check_protocol(min_count, split)
+    if rows_per_shard < 1:
+        raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
     fields = fmt.fields()
     total_bytes = sum(p.stat().st_size for p, _ in sources)
     with atomic_output_dir(output, overwrite) as tmp:
