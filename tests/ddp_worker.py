@@ -49,6 +49,11 @@ class MemoryBatches(IterableDataset):
         self.shuffle, self.endless, self.rank, self.world = shuffle, endless, rank, world
 
     def __len__(self) -> int:
+        if self.endless:  # unsized, so CombinedLoader("min_size") follows the train loader only
+            raise TypeError("an endless stream has no length")
+        return self._per_pass()
+
+    def _per_pass(self) -> int:
         return self.rows.labels.numel() // (self.batch_size * self.world)
 
     def __iter__(self) -> Iterator[CTRBatch]:
@@ -56,7 +61,7 @@ class MemoryBatches(IterableDataset):
         while True:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch_fn() * 1009 + pass_)
             order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)  # (R,)
-            for b in range(len(self)):
+            for b in range(self._per_pass()):
                 idx = order[(b * self.world + self.rank) * self.batch_size:][: self.batch_size]  # (B,)
                 yield CTRBatch(self.rows.features[idx], self.rows.labels[idx])
             if not self.endless:
