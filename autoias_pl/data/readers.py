@@ -310,7 +310,7 @@ def _open_text(path: Path) -> TextIO:
 
 
 def check_row(values: list[str], names: list[str], fmt: RawFormat) -> str | None:
-    """The slow reference validator for one split row: None if good, else what is wrong."""
+    """The slow reference validator for one row (already split into values): None if good, else the fault."""
     if len(values) != len(names):
         return f"expected {len(names)} columns, got {len(values)}"
     row = dict(zip(names, values, strict=True))
