@@ -2,7 +2,8 @@
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_supernet.py [--space default|cpu] [--threads 1 2]
 
-Measures, per thread count: the teacher's forward+backward; the mean forward+backward of `--archs`
+Measures, per thread count, in wall and process-CPU seconds: the teacher's forward+backward (median,
+interleaved with the students); the mean forward+backward of `--archs`
 uniform-random architectures (students) and its ratio to the teacher; the forward of the standalone model
 of one uniform-random (mid-size) architecture vs the supernet forward of that architecture; and the
 activation memory autograd keeps per sample (teacher, students).
@@ -25,15 +26,18 @@ from autoias_pl.supernet.export import export
 CPU_SPACE = {"emb_dims": (4, 8, 16, 32), "proj_dims": (4, 8, 16, 32), "hidden_units": (64, 128, 256)}
 
 
-def timed(fn: Callable[[], object], reps: int) -> float:
-    """Median seconds of `reps` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
+def timed(fn: Callable[[], object], reps: int, warmup: bool = True) -> tuple[float, float]:
+    """Median (wall, process CPU) seconds of `reps` calls (after one warm-up call). CPU time is the robust
+    one on a shared machine: other processes stealing the cores inflate wall time, not this one's CPU time."""
+    if warmup:
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    wall, cpu = [], []
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def step(net: Supernet, x: torch.Tensor, y: torch.Tensor, arch: Architecture) -> None:
@@ -72,25 +76,35 @@ def activation_memory(net: Supernet, space: SearchSpace, x: torch.Tensor, archs:
 
 
 def measure(net: Supernet, space: SearchSpace, x: torch.Tensor, y: torch.Tensor, archs: int, reps: int) -> dict:
+    """Teacher and student steps interleaved (teacher, student 1, teacher, student 2, ...) so that load from
+    other processes hits both alike; forward of one mid-size architecture, supernet vs standalone."""
     teacher = Architecture.teacher(space)
-    t_teacher = timed(lambda: step(net, x, y, teacher), reps)
     rng = torch.Generator().manual_seed(0)
     students = [Architecture.uniform_random(space, rng) for _ in range(archs)]
-    t_students = [timed(lambda a=a: step(net, x, y, a), 1) for a in students]
+    step(net, x, y, teacher)  # warm-up
+    t_teacher, t_students = [], []
+    for a in students:
+        net.plan(a)  # index tensors are built once per architecture and cached; not part of a step
+        t_teacher.append(timed(lambda: step(net, x, y, teacher), 1, warmup=False))
+        t_students.append(timed(lambda a=a: step(net, x, y, a), 1, warmup=False))
     mid = students[0]
     model = export(net, mid)
     with torch.no_grad():
         t_super = timed(lambda: net(x, mid), reps)
         t_model = timed(lambda: model(x), reps)
-    return {
-        "teacher_fwd_bwd_s": round(t_teacher, 4),
-        "student_fwd_bwd_mean_s": round(statistics.mean(t_students), 4),
-        "student_over_teacher": round(statistics.mean(t_students) / t_teacher, 3),
-        "mid_arch_params": mid.num_params(net.vocab_sizes),
-        "mid_supernet_fwd_s": round(t_super, 4),
-        "mid_standalone_fwd_s": round(t_model, 4),
-        "supernet_over_standalone": round(t_super / t_model, 2),
-    }
+    out: dict = {"mid_arch_params": mid.num_params(net.vocab_sizes)}
+    for i, clock in enumerate(("wall", "cpu")):
+        teacher_s = statistics.median(t[i] for t in t_teacher)
+        student_s = statistics.mean(t[i] for t in t_students)
+        out[clock] = {
+            "teacher_fwd_bwd_s": round(teacher_s, 4),
+            "student_fwd_bwd_mean_s": round(student_s, 4),
+            "student_over_teacher": round(student_s / teacher_s, 3),
+            "mid_supernet_fwd_s": round(t_super[i], 4),
+            "mid_standalone_fwd_s": round(t_model[i], 4),
+            "supernet_over_standalone": round(t_super[i] / t_model[i], 2),
+        }
+    return out
 
 
 def main() -> None:
