@@ -128,6 +128,7 @@ def _cli(args: list[str] | None) -> AutoIASCLI:
         save_config_callback=StageConfigCallback,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
+            "default_root_dir": "runs",  # where files go without a logger (e.g. fast_dev_run)
             "logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                 "init_args": {"save_dir": "runs", "name": "autoias"},

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from autoias_pl.cli import run
 from autoias_pl.data.schema import Schema
@@ -99,8 +100,24 @@ def test_predict_writes_click_probabilities(synth_dir: Path, tmp_path: Path) -> 
 
 def test_fields_and_vocab_sizes_come_from_the_data(synth_dir: Path, tmp_path: Path) -> None:
     cli = autoias("fit", RETRAIN, *retrain_overrides(synth_dir, "fm"), "--trainer.fast_dev_run=1",
-                  out=tmp_path, version="f")
+                  f"--trainer.default_root_dir={tmp_path}", out=tmp_path, version="f")
     schema = Schema.load(synth_dir)
     hp = cli.model.hparams
     assert (list(hp.field_names), list(hp.vocab_sizes), hp.schema_hash) == (
         schema.field_names, schema.vocab_sizes, schema.hash)
+
+
+@pytest.mark.slow
+def test_init_from_search_starts_from_the_supernet(searched: Path, synth_dir: Path) -> None:
+    """The retrain model built from a search checkpoint gives the supernet's logits for that architecture."""
+    from autoias_pl.search import AutoIASSearch
+
+    schema = Schema.load(synth_dir)
+    ckpt, arch_path = searched / "checkpoints" / "last.ckpt", searched / BEST_ARCH_FILE
+    module = AutoIASRetrain(schema.field_names, schema.vocab_sizes, schema.hash, str(arch_path),
+                            init_from_search=str(ckpt))
+    search = AutoIASSearch.load_from_checkpoint(ckpt, map_location="cpu")
+    x = torch.stack([torch.randint(v, (64,)) for v in schema.vocab_sizes], 1)  # (64, n)
+    with torch.no_grad():
+        expected = search.supernet(x, Architecture.load(arch_path))
+        torch.testing.assert_close(module.model(x), expected, rtol=1e-5, atol=1e-5)
