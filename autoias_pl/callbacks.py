@@ -17,7 +17,9 @@ from lightning.pytorch.cli import SaveConfigCallback
 
 
 def run_dir(trainer: Trainer) -> Path:
-    """The folder a run writes its files to: the logger's log_dir, else the trainer's default_root_dir."""
+    """The folder a run writes its files to: the logger's log_dir, else the trainer's default_root_dir.
+
+    Call it on every rank: `trainer.log_dir` is a broadcast under DDP (rank 0 alone would hang)."""
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 

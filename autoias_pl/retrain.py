@@ -9,7 +9,6 @@ train/val/test, BCE on logits, AUC and logloss from `ctr_metrics`, `test_metrics
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -112,8 +111,6 @@ class AutoIASRetrain(LightningModule):
         self.optimizer = optimizer
         self.val_metrics = ctr_metrics("val/")
         self.test_metrics = ctr_metrics("test/")
-        self._fit_start: float | None = None
-        self.fit_seconds = 0.0
 
     # ----- one shared step -----
     def _step(self, batch: CTRBatch, stage: str) -> Tensor:
@@ -144,18 +141,10 @@ class AutoIASRetrain(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer(self.parameters())
 
-    # ----- bookkeeping -----
-    def on_fit_start(self) -> None:
-        self._fit_start = time.perf_counter()
-
-    def on_fit_end(self) -> None:
-        if self._fit_start is not None:
-            self.fit_seconds += time.perf_counter() - self._fit_start
-
     def on_test_epoch_end(self) -> None:
         values = {k: float(v) for k, v in self.test_metrics.compute().items()}  # every rank: synced
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            path = run_dir(self.trainer) / TEST_METRICS_FILE
+        path = run_dir(self.trainer) / TEST_METRICS_FILE  # every rank: log_dir is a broadcast under DDP
+        if self.trainer.is_global_zero:
             atomic_write_text(path, json.dumps(self.report(values), indent=1) + "\n")
 
     def report(self, metrics: dict[str, float]) -> dict[str, Any]:
@@ -166,7 +155,6 @@ class AutoIASRetrain(LightningModule):
             "schema_hash": self.hparams.schema_hash,
             "params": sum(p.numel() for p in self.model.parameters()),
             "checkpoint": self.trainer.ckpt_path,
-            "fit_seconds": round(self.fit_seconds, 2) or None,
             **self.arch.summary(),
         }
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from autoias_pl.cli import run
+from autoias_pl.cli import main, run
 from autoias_pl.data.schema import Schema
 from autoias_pl.retrain import TEST_METRICS_FILE, AutoIASRetrain
 from autoias_pl.search import BEST_ARCH_FILE
@@ -121,3 +121,12 @@ def test_init_from_search_starts_from_the_supernet(searched: Path, synth_dir: Pa
     with torch.no_grad():
         expected = search.supernet(x, Architecture.load(arch_path))
         torch.testing.assert_close(module.model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_console_errors_are_one_line_with_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "-c", str(CONFIGS / "data/synthetic.yaml"), "-c", str(CONFIGS / "retrain.yaml"),
+              f"--data.data_dir={tmp_path / 'missing'}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("autoias: error: ") and "missing/schema.json" in err[-1]
