@@ -13,6 +13,7 @@ checkpoints `last.ckpt` and `best.ckpt` (on val/auc), stops early on val/auc and
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from collections.abc import Iterator
@@ -95,6 +96,16 @@ _NOISE = (
     r".*Couldn't infer the batch indices fetched from your dataloader.*",
     r".*isinstance\(treespec, LeafSpec\).*",
 )
+
+
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... litlogger" line, printed once per Trainer (ten times in `make demo`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
 
 
 @contextmanager
