@@ -15,8 +15,9 @@ Configure runs with max_epochs and val_check_interval in batches, not max_steps.
 Every rank draws the same architectures (torch.Generators seeded from (seed, batch counter, phase); the
 counter is a buffer, so it is checkpointed) and sees the same reward (scores and labels are all-gathered
 before the AUC). After each validation the generator's greedy architecture is scored on the whole validation
-split with inherited weights (`val/auc`, `val/logloss`, `val/params`); the best so far is written by rank 0
-to `<log_dir>/best_architecture.json`. EarlyStopping on `val/auc` (mode max) ends the search.
+split with inherited weights (`val/auc`, `val/logloss`, `val/params`, and `val/score` = val/auc minus the
+reward's cost term, equal to val/auc when cost_weight = 0); the best by val/score so far is written by rank
+0 to `<log_dir>/best_architecture.json`. EarlyStopping on `val/score` (or `val/auc`), mode max, ends it.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class AutoIASSearch(LightningModule):
         self.register_buffer("batch_count", torch.zeros((), dtype=torch.long))
         self.teacher = Architecture.teacher(self.space)
         self.val_metrics = ctr_metrics("val/")
-        self.best_val_auc = -math.inf
+        self.best_score = -math.inf  # best val/score (val/auc - cost term)
         self.best_architecture: Architecture | None = None
         self._val_arch: Architecture | None = None
         self._reward_set: CTRBatch | None = None
@@ -250,15 +251,17 @@ class AutoIASSearch(LightningModule):
         scores = {k: float(v) for k, v in self.val_metrics.compute().items()}  # synced across ranks
         arch = self._val_arch
         params = arch.num_params(self.vocab_sizes)
+        # the search objective: val/auc minus the same cost term as the reward (= val/auc when cost_weight = 0)
+        score = scores["val/auc"] - self.cost_weight * float(selection_cost([arch])[0])
         self.log_dict({"val/auc": scores["val/auc"], "val/logloss": scores["val/logloss"],
-                       "val/params": float(params)}, sync_dist=True, prog_bar=True)
+                       "val/params": float(params), "val/score": score}, sync_dist=True, prog_bar=True)
         if self.trainer.sanity_checking:
             return
-        if scores["val/auc"] > self.best_val_auc:
-            self.best_val_auc = scores["val/auc"]
+        if score > self.best_score:
+            self.best_score = score
             self.best_architecture = Architecture(self.space, arch.choices, {
                 "epoch": self.current_epoch, "val_auc": scores["val/auc"], "val_logloss": scores["val/logloss"],
-                "step": self.global_step, "batch": int(self.batch_count)})
+                "val_score": score, "step": self.global_step, "batch": int(self.batch_count)})
             if self.trainer.is_global_zero:
                 self.best_architecture.save(self.best_architecture_path, self.vocab_sizes)
         if self.trainer.is_global_zero and isinstance(self.logger, TensorBoardLogger):
@@ -276,19 +279,20 @@ class AutoIASSearch(LightningModule):
     def on_fit_end(self) -> None:
         if self.best_architecture is None or not self.trainer.is_global_zero:
             return
-        rank_zero_info(f"best architecture (val/auc {self.best_val_auc:.5f}): {self.best_architecture_path}")
+        prov = self.best_architecture.provenance
+        rank_zero_info(f"best architecture (val/auc {prov['val_auc']:.5f}): {self.best_architecture_path}")
         if isinstance(self.logger, TensorBoardLogger):
-            self.logger.log_hyperparams(self.hparams, {"val/auc": self.best_val_auc})
+            self.logger.log_hyperparams(self.hparams, {"val/auc": prov["val_auc"], "val/score": self.best_score})
 
     # ----- checkpoint: best so far (buffers and optimizers are saved by Lightning) -----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         best = self.best_architecture
-        checkpoint["autoias_search"] = {"best_val_auc": self.best_val_auc,
+        checkpoint["autoias_search"] = {"best_score": self.best_score,
                                         "best_architecture": None if best is None else best.to_json_dict()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("autoias_search", {})
-        self.best_val_auc = state.get("best_val_auc", -math.inf)
+        self.best_score = state.get("best_score", -math.inf)
         best = state.get("best_architecture")
         self.best_architecture = None if best is None else Architecture.from_json_dict(best, "checkpoint")
 

@@ -161,7 +161,7 @@ def main() -> None:
         "generator": {k: v.detach().clone() for k, v in model.generator.state_dict().items()},
         "baseline": float(model.shaper.tau_bar), "sq_ema": float(model.shaper.sq_ema),
         "batch_count": int(model.batch_count), "global_step": trainer.global_step, "sampled": model.sampled,
-        "world_size": trainer.world_size, "best_val_auc": model.best_val_auc, "pid": os.getpid(),
+        "world_size": trainer.world_size, "best_score": model.best_score, "pid": os.getpid(),
     }, args.out / f"rank{rank}.pt")
 
 

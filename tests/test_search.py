@@ -155,7 +155,8 @@ def test_best_architecture_json_and_early_stopping(tmp_path: Path, data: MemoryD
     path = tmp_path / "best_architecture.json"
     best = Architecture.load(path)
     prov = json.loads(path.read_text())["provenance"]
-    assert prov["val_auc"] == pytest.approx(model.best_val_auc) and {"epoch", "val_logloss", "step"} <= set(prov)
+    assert prov["val_auc"] == prov["val_score"] == pytest.approx(model.best_score)  # cost_weight 0
+    assert {"epoch", "val_logloss", "step"} <= set(prov)
     assert best == model.best_architecture
     assert {"val/auc", "val/logloss", "val/params"} <= set(t.callback_metrics)
 
@@ -174,7 +175,7 @@ def test_resume_continues_the_same_trajectory(tmp_path: Path, data: MemoryDataMo
         torch.testing.assert_close(resumed.generator.state_dict()[name], value, atol=1e-6, rtol=0)
     assert resumed.shaper.baseline == pytest.approx(straight.shaper.baseline, abs=1e-12)
     assert int(resumed.batch_count) == int(straight.batch_count) == 16
-    assert resumed.best_val_auc == straight.best_val_auc
+    assert resumed.best_score == straight.best_score
 
 
 def test_tensorboard_event_file_has_the_search_tags(tmp_path: Path, data: MemoryDataModule) -> None:

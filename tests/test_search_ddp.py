@@ -36,5 +36,5 @@ def test_two_ranks_stay_identical(tmp_path: Path, reward_stream: bool) -> None:
     assert r0["baseline"] == r1["baseline"] and r0["sq_ema"] == r1["sq_ema"]
     assert r0["batch_count"] == r1["batch_count"] == 4
     assert r0["global_step"] == r1["global_step"] == 2 + 3 * 3  # 1 warm-up batch, then 3 steps per batch
-    assert r0["best_val_auc"] == r1["best_val_auc"]
+    assert r0["best_score"] == r1["best_score"]
     assert (tmp_path / "best_architecture.json").is_file()
