@@ -143,9 +143,7 @@ class Supernet(nn.Module):
         sel_fields = sel[:n].nonzero().squeeze(1)  # (s,)
         sel_fields = sel_fields[torch.sort(ins[sel_fields], stable=True).indices]  # (s,) by (target, id)
         pieces, groups = [sel_fields], []
-        order = sorted(range(len(space.functions)), key=lambda f: space.functions[f] == "concat")  # concat last
-        for fi in order:
-            name = space.functions[fi]
+        for fi, name in enumerate(space.functions):
             for kk in space.proj_dims:
                 g = sel_pairs[(func[sel_pairs] == fi) & (k[sel_pairs] == kk)]  # (m,)
                 if g.numel():
@@ -189,25 +187,20 @@ class Supernet(nn.Module):
     def interactions(self, proj: Tensor, groups: tuple[_PairGroup, ...]) -> list[Tensor]:
         """Projected fields (B, q, K) -> per group its pair vectors (B, m, k), at the true width k.
 
-        Elementwise groups (first in `groups`) share one gather of their pairs' fields at width K, split per
-        group: two (B, q, K) zero-filled buffers in backward instead of two per group. Concat is computed
-        per field before the gather: ê_i @ A[:k, :k] is (B, q, k) once per width, then each pair adds two
-        rows, instead of a (2k x k) matmul per pair.
+        Concat is computed per field before the pair gather: ê_i @ A[:k, :k] is (B, q, k) once per width,
+        then each pair adds two rows, instead of a (2k x k) matmul per pair.
         """
-        elementwise = [g for g in groups if g.func != "concat"]
-        out: list[Tensor] = []
-        if elementwise:
-            sizes = [g.left.numel() for g in elementwise]
-            ei = proj.index_select(1, torch.cat([g.left for g in elementwise])).split(sizes, 1)  # [(B, m, K)]
-            ej = proj.index_select(1, torch.cat([g.right for g in elementwise])).split(sizes, 1)  # [(B, m, K)]
-            for g, a, b in zip(elementwise, ei, ej, strict=True):
-                out.append(ELEMENTWISE[g.func](a[:, :, : g.width], b[:, :, : g.width]))  # (B, m, k)
-        halves: dict[int, tuple[Tensor, Tensor]] = {}
-        for g in groups[len(elementwise) :]:
-            if g.width not in halves:
-                halves[g.width] = self.concat.per_field(proj[:, :, : g.width])  # (B, q, k), (B, q, k)
-            pa, pb = halves[g.width]
-            out.append(pa.index_select(1, g.left) + pb.index_select(1, g.right))  # (B, m, k)
+        out, per_field = [], {}
+        for g in groups:
+            pk = proj[:, :, : g.width]  # (B, q, k) view
+            if g.func == "concat":
+                if g.width not in per_field:
+                    per_field[g.width] = self.concat.per_field(pk)  # (B, q, k), (B, q, k)
+                pa, pb = per_field[g.width]
+                v = pa.index_select(1, g.left) + pb.index_select(1, g.right)  # (B, m, k)
+            else:
+                v = ELEMENTWISE[g.func](pk.index_select(1, g.left), pk.index_select(1, g.right))  # (B, m, k)
+            out.append(v)
         return out
 
     def forward(self, x: Tensor, arch: Architecture) -> Tensor:
