@@ -32,7 +32,7 @@ def args_for(configs: list[str]) -> list[str]:
 
 
 def test_the_config_tree_is_what_the_readme_lists() -> None:
-    assert {"data/synthetic.yaml", "data/criteo.yaml", "data/avazu.yaml", "search/paper.yaml", "search/cpu.yaml",
+    assert {"data/synthetic.yaml", "data/criteo.yaml", "data/avazu.yaml", "search/paper.yaml", "search/robust.yaml", "search/cpu.yaml",
             "ablation/no_kd.yaml", "ablation/students_1.yaml", "ablation/random_search.yaml",
             "ablation/reward_archs_1.yaml", "retrain.yaml", "trainer/cpu.yaml", "trainer/gpu.yaml",
             "trainer/ddp.yaml", "trainer/slurm.yaml"} <= set(ALL)
