@@ -29,7 +29,7 @@ demo: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m autoias_pl.demo --out runs/demo
 
 bench: $(STAMP)
-	for b in benchmarks/bench_*.py; do OMP_WAIT_POLICY=PASSIVE $(BIN)/python $$b; done
+	for b in benchmarks/bench_*.py; do OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. $(BIN)/python $$b; done
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

@@ -72,3 +72,20 @@ def test_config_runs_one_batch(config: str, synth_dir: Path, tmp_path: Path) -> 
                f"--trainer.default_root_dir={tmp_path}", *QUIET])
     assert cli.trainer.state.finished
     assert "val/auc" in cli.trainer.callback_metrics
+
+
+def test_readme_and_usage_name_only_existing_configs_and_arguments() -> None:
+    """The docs a newcomer copies from stay in step with the code."""
+    import inspect
+    import re
+
+    from autoias_pl.retrain import AutoIASRetrain
+    from autoias_pl.search import AutoIASSearch
+
+    root = CONFIGS.parent
+    text = (root / "README.md").read_text() + (root / "docs" / "usage.md").read_text()
+    for path in set(re.findall(r"configs/[\w/]+\.yaml", text)):
+        assert (root / path).is_file(), path
+    known = set(inspect.signature(AutoIASSearch).parameters) | set(inspect.signature(AutoIASRetrain).parameters)
+    for name in set(re.findall(r"--model\.init_args\.(\w+)", text)):
+        assert name in known, name
