@@ -96,9 +96,11 @@ class MemoryDataModule(LightningDataModule):
         return CombinedLoader({"train": train, "reward": reward}, "min_size")
 
     def val_dataloader(self) -> DataLoader:
+        """Every validation row once: rank r takes rows r::world, in batches (the last one partial)."""
         rank, world = self._rank()
-        return DataLoader(MemoryBatches(self.val, self.eval_batch_size // world, 0, self._epoch, False, False,
-                                        rank, world), batch_size=None)
+        x, y = self.val.features[rank::world], self.val.labels[rank::world]
+        step = self.eval_batch_size
+        return DataLoader([CTRBatch(x[i:i + step], y[i:i + step]) for i in range(0, len(y), step)], batch_size=None)
 
     def reward_set(self, rows: int) -> CTRBatch:
         return CTRBatch(self.val.features[:rows], self.val.labels[:rows])
