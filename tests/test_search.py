@@ -216,3 +216,18 @@ def test_reinforce_imports_no_lightning() -> None:
     imported = {n.names[0].name if isinstance(n, ast.Import) else n.module for n in ast.walk(ast.parse(src.read_text()))
                 if isinstance(n, ast.Import | ast.ImportFrom)}
     assert not any(m and m.startswith(("lightning", "pytorch_lightning")) for m in imported)
+
+
+@pytest.mark.parametrize("reward_stream", [False, True], ids=["reward_set", "reward_stream"])
+def test_runs_on_the_ctr_datamodule(tmp_path: Path, synth_dir: Path, reward_stream: bool) -> None:
+    from autoias_pl.data.datamodule import CTRDataModule
+
+    dm = CTRDataModule(synth_dir, batch_size=1024, eval_batch_size=4096, reward_stream=reward_stream,
+                       reward_batch_size=1024)
+    dm.setup("fit")
+    model = AutoIASSearch(dm.field_names, dm.vocab_sizes, dm.schema_hash, **{**SMALL, "num_layers": 1},
+                          reward_rows=0 if reward_stream else 2048)
+    t = trainer(tmp_path, limit_train_batches=3)
+    t.fit(model, datamodule=dm)
+    assert t.global_step == 3 * 3 and int(model.shaper.steps) == 3
+    assert Architecture.load(tmp_path / "best_architecture.json", schema_hash=dm.schema_hash)
