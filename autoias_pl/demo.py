@@ -161,7 +161,8 @@ def ceilings(data: Path) -> list[Result]:
     batch = read_rows(data, "test", schema.rows["test"])
     x, y = batch.features.numpy(), batch.labels.numpy().astype(np.float64)
     first = 1.0 / (1.0 + np.exp(-model.first_order_logit(x)))
-    first = first * (y.mean() / first.mean())  # no pair terms: recentre the base rate for a fair logloss
+    rate = schema.extra["synthetic"]["positive_rate_by_split"]["train"]
+    first = first * (rate / first.mean())  # without the pair terms the base rate shifts: recentre it
     rows = []
     for name, prob, note in (("bayes-optimal", model.probability(x), "true click probabilities"),
                              ("first-order only", first, "true model without its planted pairs")):
