@@ -202,11 +202,12 @@ class AutoIASSearch(LightningModule):
         if rows is None:
             raise ValueError("reward_rows=0 takes each step's reward batch from the reward stream: use "
                              "CTRDataModule(reward_stream=True) (a dict batch with 'train' and 'reward')")
+        rows = CTRBatch(rows.features.to(self.device), rows.labels.to(self.device))  # no-op when already there
         sample = self.generator.sample(self.num_reward_archs, phase_generator(self.seed, step, "rewards"))
         with torch.no_grad():
             scores = torch.stack([self.supernet(rows.features, a) for a in sample.architectures])  # (M, b)
             scores, labels = self._gather_scores(scores, rows.labels)  # (M, R), (R,)
-            auc = batched_auc(scores, labels)  # (M,)
+            auc = batched_auc(scores, labels).cpu()  # (M,) float64, beside the CPU cost term
         if torch.isnan(auc).any():  # a single class in the reward rows: no reward, no update
             return
         rewards = auc - self.cost_weight * selection_cost(sample.architectures) if self.cost_weight else auc
