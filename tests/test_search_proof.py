@@ -15,8 +15,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -55,26 +53,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 LAST_EPOCHS = 3
 
 
-@contextmanager
-def small_vocabularies() -> Iterator[None]:
-    """synthesize has no argument for the vocabulary range yet: set the module constant, then restore it."""
-    default = synth.VOCAB_RANGE
-    synth.VOCAB_RANGE = VOCAB_RANGE
-    try:
-        yield
-    finally:
-        synth.VOCAB_RANGE = default
-
-
 def make_data(out: Path, rows: int) -> Schema:
-    with small_vocabularies():
-        return synthesize(out, rows, **SYNTH)
+    return synthesize(out, rows, vocab_range=VOCAB_RANGE, **SYNTH)
 
 
 def val_ceilings(schema: Schema, val: CTRBatch) -> tuple[float, float]:
     """(first-order-only AUC, Bayes AUC) of the true model on the validation rows."""
-    with small_vocabularies():
-        model = synth.SynthModel.from_schema(schema)
+    model = synth.SynthModel.from_schema(schema)
     x, y = val.features.numpy(), val.labels.numpy()
     return np_auc(model.first_order_logit(x), y), np_auc(model.probability(x), y)
 

@@ -143,3 +143,11 @@ def test_binned_auc_streams_to_the_exact_value() -> None:
 def test_all_pairs_reachable() -> None:
     seen = {p for s in range(20) for p in build_model(fields=3, planted_pairs=1, rank=1, seed=s).pairs}
     assert seen == set(combinations(range(3), 2))
+
+
+def test_vocab_range_is_honoured_and_recorded(tmp_path: Path) -> None:
+    schema = synthesize(tmp_path / "s", 2000, 6, planted_pairs=2, seed=3, vocab_range=(10, 30))
+    assert all(10 <= v <= 30 for v in schema.vocab_sizes)
+    assert schema.extra["synthetic"]["vocab_range"] == [10, 30]
+    model = SynthModel.from_schema(schema)  # rebuilds the same model from the recorded range
+    assert model.vocab_sizes == schema.vocab_sizes

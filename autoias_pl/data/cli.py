@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fields", required=True, type=int)
     s.add_argument("--planted-pairs", type=int, default=3)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--vocab-range", type=_int_pair, default=None, metavar="LO,HI",
+                   help="vocabulary sizes are log-uniform in [LO, HI] (default 10,3000)")
     s.add_argument("--rows-per-shard", type=int, default=None)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(run=cmd_synth)
@@ -146,12 +148,21 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     print(f"search space: {search_space_line(schema)}")
 
 
+def _int_pair(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(t) for t in text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two integers), got {text!r}") from e
+    return lo, hi
+
+
 def cmd_synth(args: argparse.Namespace) -> None:
     from autoias_pl.data.shards import DEFAULT_ROWS_PER_SHARD
-    from autoias_pl.data.synth import synthesize
+    from autoias_pl.data.synth import VOCAB_RANGE, synthesize
 
     schema = synthesize(args.output, args.rows, args.fields, planted_pairs=args.planted_pairs, seed=args.seed,
-                        rows_per_shard=args.rows_per_shard or DEFAULT_ROWS_PER_SHARD, overwrite=args.overwrite)
+                        rows_per_shard=args.rows_per_shard or DEFAULT_ROWS_PER_SHARD, overwrite=args.overwrite,
+                        vocab_range=args.vocab_range or VOCAB_RANGE)
     print(f"{args.output}: {sum(schema.rows.values()):,} rows {schema.rows}, {schema.num_fields} fields, "
           f"hash {schema.hash}")
 

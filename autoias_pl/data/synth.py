@@ -78,7 +78,8 @@ class SynthModel:
         meta = schema.extra.get("synthetic")
         if schema.format != "synthetic" or meta is None:
             raise ValueError(f"schema format {schema.format!r} is not a synthetic dataset")
-        model = build_model(schema.num_fields, len(meta["planted_pairs"]), meta["rank"], schema.seed)
+        vocab_range = tuple(meta.get("vocab_range", VOCAB_RANGE))
+        model = build_model(schema.num_fields, len(meta["planted_pairs"]), meta["rank"], schema.seed, vocab_range)
         names = model.field_names
         if [[names[i], names[j]] for i, j in model.pairs] != meta["planted_pairs"]:
             raise ValueError("schema's planted pairs do not match the rebuilt model (generator changed?)")
@@ -100,8 +101,10 @@ def _centred_factor(rng: np.random.Generator, probs: np.ndarray, rank: int) -> n
     return f - probs @ f  # weighted column means 0
 
 
-def build_model(fields: int, planted_pairs: int, rank: int, seed: int) -> SynthModel:
-    """The deterministic true model of `synthesize(..., fields, planted_pairs, seed, rank)`."""
+def build_model(
+    fields: int, planted_pairs: int, rank: int, seed: int, vocab_range: tuple[int, int] = VOCAB_RANGE
+) -> SynthModel:
+    """The deterministic true model of `synthesize(..., fields, planted_pairs, seed, rank, vocab_range)`."""
     if fields < 2:
         raise ValueError(f"fields must be >= 2, got {fields}")
     all_pairs = np.stack(np.triu_indices(fields, k=1), axis=1)  # (P, 2), i < j
@@ -109,8 +112,10 @@ def build_model(fields: int, planted_pairs: int, rank: int, seed: int) -> SynthM
         raise ValueError(f"planted_pairs must be in [0, {len(all_pairs)}], got {planted_pairs}")
     if not 1 <= rank <= 4:
         raise ValueError(f"rank must be in [1, 4], got {rank}")
+    if not 3 <= vocab_range[0] <= vocab_range[1]:
+        raise ValueError(f"vocab_range must be (lo, hi) with 3 <= lo <= hi, got {vocab_range}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
-    lo, hi = np.log(VOCAB_RANGE[0]), np.log(VOCAB_RANGE[1])
+    lo, hi = np.log(vocab_range[0]), np.log(vocab_range[1])
     vocab_sizes = [int(v) for v in np.exp(rng.uniform(lo, hi, size=fields)).round()]
     value_probs = [_zipf_probs(rng, v) for v in vocab_sizes]
     first_order = []
@@ -163,6 +168,7 @@ def synthesize(
     overwrite: bool = False,
     rank: int = 4,
     split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    vocab_range: tuple[int, int] = VOCAB_RANGE,
 ) -> Schema:
     """Write a synthetic dataset to `output` (train/val/test shards + schema.json) and return its schema.
 
@@ -174,7 +180,8 @@ def synthesize(
     if rows < 1:
         raise ValueError(f"rows must be positive, got {rows}")
     counts = _split_rows(rows, split)
-    model = build_model(fields, planted_pairs, rank, seed)
+    vocab_range = (int(vocab_range[0]), int(vocab_range[1]))
+    model = build_model(fields, planted_pairs, rank, seed, vocab_range)
     names = model.field_names
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
     bayes, first, positives = BinnedAUC(), BinnedAUC(), {s: 0 for s in SPLITS}
@@ -206,6 +213,7 @@ def synthesize(
                 "synthetic": {
                     "planted_pairs": [[names[i], names[j]] for i, j in model.pairs],
                     "rank": rank,
+                    "vocab_range": list(vocab_range),
                     "bias": model.bias,
                     "bayes_auc_test": bayes.compute() if has_both else None,
                     "first_order_auc_test": first.compute() if has_both else None,
