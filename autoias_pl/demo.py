@@ -23,14 +23,11 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from autoias_pl.data import synth
 from autoias_pl.data.schema import Schema, atomic_write_text
 from autoias_pl.data.stream import read_rows
 from autoias_pl.data.synth import SynthModel, synthesize
@@ -44,18 +41,6 @@ MARKER = ".autoias-demo"  # marks a folder the demo owns (and may wipe on the ne
 # find them on a CPU and the retrained models can approach the Bayes ceiling (tests/test_search_proof.py).
 VOCAB_RANGE = (10, 30)
 PAIR_RANK = 1
-
-
-@contextmanager
-def small_vocabularies() -> Iterator[None]:
-    """`synthesize` takes no vocabulary range (yet): set the module constant around it, then restore it.
-    The same is needed to rebuild the true model (`SynthModel.from_schema`) for the ceilings."""
-    default = synth.VOCAB_RANGE
-    synth.VOCAB_RANGE = VOCAB_RANGE
-    try:
-        yield
-    finally:
-        synth.VOCAB_RANGE = default
 
 
 @dataclass
@@ -156,8 +141,7 @@ def retrain(args: argparse.Namespace, data: Path, out: Path, name: str, architec
 def ceilings(data: Path) -> list[Result]:
     """The true click model on the test split: Bayes-optimal, and its first-order part alone."""
     schema = Schema.load(data)
-    with small_vocabularies():
-        model = SynthModel.from_schema(schema)
+    model = SynthModel.from_schema(schema)  # the schema records the vocabulary range
     batch = read_rows(data, "test", schema.rows["test"])
     x, y = batch.features.numpy(), batch.labels.numpy().astype(np.float64)
     first = 1.0 / (1.0 + np.exp(-model.first_order_logit(x)))
@@ -203,9 +187,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     start = time.perf_counter()
     data = out / "data"
     print(f"1/4 synthesizing {args.rows:,} rows, {args.fields} fields, {args.planted_pairs} planted pairs -> {data}")
-    with small_vocabularies():
-        schema = synthesize(data, args.rows, args.fields, planted_pairs=args.planted_pairs, seed=args.seed,
-                            rank=PAIR_RANK)
+    schema = synthesize(data, args.rows, args.fields, planted_pairs=args.planted_pairs, seed=args.seed,
+                        rank=PAIR_RANK, vocab_range=VOCAB_RANGE)
     print(f"    planted pairs: {schema.extra['synthetic']['planted_pairs']}")
     print("2/4 searching (configs/search/cpu.yaml)")
     arch_path, search_seconds = search(args, data, out)
