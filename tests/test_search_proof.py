@@ -198,6 +198,7 @@ def test_search_finds_planted_pairs(tmp_path: Path) -> None:
 
 
 def main() -> None:
+    global SPACE  # --functions rebinds the space for this process (run_search and teacher_auc read it)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--epochs", type=int, default=12)
@@ -208,7 +209,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/proof"))
     parser.add_argument("--set", nargs="*", default=[], help="overrides KEY=JSON, e.g. cost_weight=0.05")
     parser.add_argument("--teacher", action="store_true", help="also report the teacher-only val AUC")
+    parser.add_argument("--functions", nargs="+", default=list(SPACE["functions"]),
+                        help="interaction functions of the space (default: product only, as in the test)")
     args = parser.parse_args()
+    SPACE = dict(SPACE, functions=tuple(args.functions))
     torch.set_num_threads(args.threads)
     data = args.out / f"synth{args.rows}"
     if not data.exists():
