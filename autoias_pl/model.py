@@ -99,10 +99,9 @@ class CTRModel(nn.Module):
         for g, (_, _, ps) in enumerate(lay.pair_groups):
             self._buffer(f"pair{g}_left", [proj_pos[pairs[p][0]] for p in ps])
             self._buffer(f"pair{g}_right", [proj_pos[pairs[p][1]] for p in ps])
-        kc = lay.concat_width
-        self.concat_a = nn.Parameter(torch.empty(kc, kc))  # (Kc, Kc)
-        self.concat_b = nn.Parameter(torch.empty(kc, kc))  # (Kc, Kc)
-        self.concat_c = nn.Parameter(torch.empty(kc))  # (Kc,)
+        kc = lay.concat_width  # no concat pair: no (empty) parameters, which plain DDP would call unused
+        for name, shape in (("concat_a", (kc, kc)), ("concat_b", (kc, kc)), ("concat_c", (kc,))):
+            self.register_parameter(name, nn.Parameter(torch.empty(shape)) if kc else None)  # (Kc, Kc), (Kc,)
         self.slices = self._slices(n, L)
         widths, h = arch.vector_widths, arch.hidden
         self.mlp = nn.ModuleList()

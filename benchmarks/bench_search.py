@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from functools import partial
@@ -27,7 +28,9 @@ from autoias_pl.data.schema import Schema
 from autoias_pl.data.stream import read_rows
 from autoias_pl.data.synth import synthesize
 from autoias_pl.search import AutoIASSearch
-from tests.ddp_worker import MemoryDataModule
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a script from anywhere
+from tests.ddp_worker import MemoryDataModule  # noqa: E402
 
 SPACE = {"emb_dims": (4, 8, 16), "proj_dims": (4, 8, 16), "num_layers": 3, "hidden_units": (64, 128, 256)}
 

@@ -134,3 +134,10 @@ def test_core_data_modules_do_not_import_lightning() -> None:
         "sys.exit(any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_results_are_readable_by_others(tmp_path: Path) -> None:
+    from autoias_pl.data.schema import atomic_write_text
+
+    atomic_write_text(tmp_path / "r.json", "{}")
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644

@@ -47,6 +47,16 @@ def test_forward_and_training_step(space: SearchSpace) -> None:
         out.sum().backward()
 
 
+def test_every_parameter_gets_a_gradient(space: SearchSpace) -> None:
+    """Plain DDP (find_unused_parameters=False) needs it: no parameter may sit outside the graph."""
+    x = torch.stack([torch.randint(0, v, (16,)) for v in VOCAB], 1)  # (B, n)
+    for arch in [*archs(space, 10), Architecture.teacher(space)]:
+        model = CTRModel(arch, VOCAB)
+        model(x).sum().backward()
+        unused = [name for name, p in model.named_parameters() if p.grad is None]
+        assert not unused, f"{arch.summary()}: parameters without gradient {unused}"
+
+
 def test_model_of_nothing_is_its_bias(space: SearchSpace) -> None:
     arch = Architecture.from_indices(space, {c: [0] * space.num_decisions(c) for c in
                                              ("emb", "proj", "func", "select", "insert", "hidden")})

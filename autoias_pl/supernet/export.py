@@ -45,9 +45,10 @@ def export(supernet: Supernet, arch: Architecture) -> CTRModel:
     for w, (d, k, fields) in zip(model.projections, lay.proj_groups, strict=True):
         w.copy_(supernet.projection.weight[list(fields), :d, :k])  # (m, d, K)
     kc = lay.concat_width
-    model.concat_a.copy_(supernet.concat.a[:kc, :kc])
-    model.concat_b.copy_(supernet.concat.b[:kc, :kc])
-    model.concat_c.copy_(supernet.concat.c[:kc])
+    if kc:
+        model.concat_a.copy_(supernet.concat.a[:kc, :kc])
+        model.concat_b.copy_(supernet.concat.b[:kc, :kc])
+        model.concat_c.copy_(supernet.concat.c[:kc])
     h, first = arch.hidden, lay.first
     const = _constant(supernet, arch, first if first is not None else L)  # (h_{first-1},) or None
     for linear, t in zip(model.mlp, range(first if first is not None else L, L), strict=True):
