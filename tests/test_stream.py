@@ -187,3 +187,16 @@ def test_cap_spreads_the_total_within_capacity() -> None:
         total = int(rng.integers(0, cap.sum() + 1))
         quota = _cap(cap, total)
         assert quota.sum() == total and (quota <= cap).all() and (quota >= 0).all()
+
+
+def test_eval_split_smaller_than_the_slots_still_feeds_every_rank(id_dir: Path) -> None:
+    """One 10-row row group, 2 ranks x 2 workers: row slices give every rank a batch (DDP needs one)."""
+    assert len(plan_units(id_dir, "test")) == 1
+    seen = []
+    for r in range(2):
+        ds = stream(id_dir, r, split="test", mode="eval")
+        ds.num_workers = 2
+        batches = run(ds, 0, 2)
+        assert len(ds) == sum(len(w) for w in batches) >= 1
+        seen += flat(batches)
+    assert Counter(seen) == Counter(range(ROWS["test"]))

@@ -48,6 +48,7 @@ class Unit:
     path: str
     row_group: int
     rows: int
+    offset: int = 0  # first row within the row group (a slice of it, see `_refine`)
 
 
 def plan_units(directory: str | Path, split: str) -> list[Unit]:
@@ -60,6 +61,24 @@ def plan_units(directory: str | Path, split: str) -> list[Unit]:
         meta = pq.ParquetFile(path).metadata
         units += [Unit(str(path), g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
     return [u for u in units if u.rows > 0]
+
+
+def _refine(units: list[Unit], slots: int) -> list[Unit]:
+    """Cut row groups into row slices when there are fewer of them than rank x worker slots.
+
+    Otherwise a small split (one row group, say) leaves some rank with no batch at all, which Lightning
+    cannot run under DDP. Large splits are untouched (the slicing costs a whole row-group read per slice).
+    """
+    if len(units) >= slots:
+        return units
+    k = -(-slots // len(units))  # slices per row group
+    out = []
+    for u in units:
+        bounds = np.linspace(0, u.rows, k + 1).astype(np.int64)
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            if b > a:
+                out.append(Unit(u.path, u.row_group, b - a, u.offset + a))
+    return out
 
 
 def _deal(rows: np.ndarray, order: np.ndarray, slots: int) -> list[np.ndarray]:
@@ -143,12 +162,13 @@ class ParquetStream(IterableDataset):
     def plan(self, epoch: int, workers: int | None = None, pass_: int = 0) -> list[list[SlotPlan]]:
         """[rank][worker] -> SlotPlan for an epoch (and pass, endless). Same on every rank and worker."""
         workers = max(1, self.num_workers if workers is None else workers)
-        order = np.arange(len(self.units))
+        all_units = _refine(self.units, self.world_size * workers)
+        order = np.arange(len(all_units))
         if self.shuffle:
             order = np.random.default_rng([self.seed, _TAGS[self.mode], epoch, pass_]).permutation(order)
-        rows = np.array([u.rows for u in self.units], dtype=np.int64)  # (U,)
+        rows = np.array([u.rows for u in all_units], dtype=np.int64)  # (U,)
         slots = [_deal(rows, idx, workers) for idx in _deal(rows, order, self.world_size)]  # [rank][worker]
-        units = [[[self.units[i] for i in w.tolist()] for w in r] for r in slots]
+        units = [[[all_units[i] for i in w.tolist()] for w in r] for r in slots]
         if self.mode != "train":
             return [[SlotPlan(w, None) for w in r] for r in units]
         capacity = np.array([[rows[w].sum() // self.batch_size for w in r] for r in slots])  # (world, W)
@@ -263,6 +283,8 @@ def read_units(
         if u.path not in files:
             files[u.path] = pq.ParquetFile(u.path)
         table = files[u.path].read_row_group(u.row_group, columns=[*field_names, LABEL], use_threads=False)
+        if u.offset or u.rows != table.num_rows:
+            table = table.slice(u.offset, u.rows).combine_chunks()
         columns = [c.to_numpy() for c in table.columns]  # zero-copy int32 views (one chunk per row group)
         for start in range(0, table.num_rows, _BLOCK):
             end = min(start + _BLOCK, table.num_rows)
