@@ -1,8 +1,9 @@
 """Elastic ops: parameters at the max width; the active width is an argument (ordinal sharing, paper 3.3.1).
 
 Every op reads the prefix of its max-size parameters (eq. 9): a width-d sub-op uses the first d rows/columns.
-Widths that vary inside one architecture (per field, per pair) arrive as prefix masks; widths that are one
-per call (MLP hidden units) are real slices. No op keeps an "active width" state.
+Embedding widths that vary per field arrive as prefix masks; vectors are then read per width group at
+their true width (`prefix_gather`) and multiplied with the weight-block prefixes (`ElasticLayer`); widths
+that are one per call (MLP hidden units) are real slices. No op keeps an "active width" state.
 """
 
 from __future__ import annotations
@@ -79,11 +80,93 @@ class ElasticConcat(nn.Module):
         return left, proj @ self.b[:k, :k]  # (B, q, k), (B, q, k)
 
 
+class _PrefixGather(torch.autograd.Function):
+    """src (B, q, K) -> per request r the rows rows[r] (m_r,) (None: all q) at width widths[r]: (B, m_r, w_r).
+
+    The backward adds every request's gradient into ONE zero-filled (B, q, K) buffer; separate slices and
+    index_selects would each zero-fill their own full-size buffer and autograd would then sum them.
+    """
+
+    @staticmethod
+    def forward(ctx, src: Tensor, rows: tuple[Tensor | None, ...], widths: tuple[int, ...]) -> tuple[Tensor, ...]:
+        ctx.rows, ctx.widths, ctx.shape = rows, widths, src.shape
+        return tuple(src[:, :, :w].clone(memory_format=torch.contiguous_format) if r is None
+                     else src[:, :, :w].index_select(1, r) for r, w in zip(rows, widths, strict=True))
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        out = grads[0].new_zeros(ctx.shape)  # (B, q, K)
+        for r, w, g in zip(ctx.rows, ctx.widths, grads, strict=True):
+            if g is not None:
+                view = out[:, :, :w]  # (B, q, w)
+                if r is None:
+                    view.add_(g)
+                else:
+                    view.index_add_(1, r, g)
+        return out, None, None
+
+
+def prefix_gather(src: Tensor, rows: Sequence[Tensor | None], widths: Sequence[int]) -> tuple[Tensor, ...]:
+    """src (B, q, K) -> per request src[:, rows[r], :widths[r]] (B, m_r, w_r) (rows None: all), contiguous;
+    one dense gradient buffer for all requests."""
+    if not rows:
+        return ()
+    return _PrefixGather.apply(src, tuple(rows), tuple(widths))
+
+
+def _blocks(weight: Tensor, ids: Tensor | None, w: int, h: int) -> Tensor:
+    """weight (V, D, H) -> the blocks weight[ids, :w, :h], (m, w, h) (a view of all V when ids is None)."""
+    blocks = weight[:, :w, :h]  # (V, w, h) view
+    return blocks if ids is None else blocks.index_select(0, ids)  # (m, w, h)
+
+
+class _BlockMatmul(torch.autograd.Function):
+    """y + sum over groups g of vecs_g (B, m_g * w_g) @ weight[ids_g, :w_g, :h] -> (B, h).
+
+    Each group multiplies its vectors at their true width w_g with the weight-block prefixes (no padding
+    to D). The backward writes every group's block gradient into ONE dense (V, D, H) gradient (slicing
+    the weight per group in autograd would zero-fill a full-size buffer per group).
+    """
+
+    @staticmethod
+    def forward(ctx, y: Tensor, weight: Tensor, h: int, ids: tuple[Tensor | None, ...], *vecs: Tensor) -> Tensor:
+        blocks = [_blocks(weight, i, v.shape[2], h) for i, v in zip(ids, vecs, strict=True)]  # [(m, w, h)]
+        out = y.clone(memory_format=torch.contiguous_format)  # (B, h)
+        for v, b in zip(vecs, blocks, strict=True):
+            out.addmm_(v.reshape(v.shape[0], -1), b.reshape(-1, h))
+        ctx.save_for_backward(*vecs, *blocks)
+        ctx.ids, ctx.h, ctx.shape = ids, h, weight.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # grad (B, h)
+        saved, g = ctx.saved_tensors, len(ctx.ids)
+        vecs, blocks, h = saved[:g], saved[g:], ctx.h
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            mats = [v.reshape(v.shape[0], -1).t() @ grad for v in vecs]  # [(m * w, h)]
+            if g == 1 and ctx.ids[0] is None and vecs[0].shape[2] == ctx.shape[1] and h == ctx.shape[2]:
+                grad_w = mats[0].view(ctx.shape)  # the teacher's layer: every block at full size
+            else:
+                grad_w = grad.new_zeros(ctx.shape)  # (V, D, H)
+                for i, v, m in zip(ctx.ids, vecs, mats, strict=True):
+                    view = grad_w[:, : v.shape[2], :h]  # (V, w, h)
+                    m = m.view(-1, v.shape[2], h)  # (m, w, h)
+                    if i is None:
+                        view.copy_(m)
+                    else:
+                        view.index_copy_(0, i, m)  # ids are distinct within a layer
+        grad_v = [(grad @ b.reshape(-1, h).t()).view(v.shape) if ctx.needs_input_grad[4 + n] else None
+                  for n, (v, b) in enumerate(zip(vecs, blocks, strict=True))]
+        return grad, grad_w, None, None, *grad_v
+
+
 class ElasticLayer(nn.Module):
     """A dense layer over [previous hidden output, inserted vectors] with one weight block per vector.
 
     Weights: per candidate vector a (D, H) block, the hidden-to-hidden block (H_in, H) and a bias (H,).
-    A call with width h uses the column prefix [:h]; the hidden input of width h_prev the rows [:h_prev].
+    A call with width h uses the column prefix [:h]; the hidden input of width h_prev the rows [:h_prev];
+    a vector of width w the block rows [:w] (vectors arrive grouped by width, at their true width).
     `vec_fan_in` / `fan_in` set the init bounds (nn.Linear's rule at the teacher's fan-in).
     """
 
@@ -93,12 +176,12 @@ class ElasticLayer(nn.Module):
         self.hid_weight = nn.Parameter(uniform_(torch.empty(in_hidden, width), max(in_hidden, 1)))  # (H_in, H)
         self.bias = nn.Parameter(uniform_(torch.empty(width), fan_in))  # (H,)
 
-    def forward(self, o: Tensor | None, vecs: Tensor, ids: Tensor | None, width: int, batch: int) -> Tensor:
-        """o (B, h_prev) or None; vecs (B, m, D) of vectors `ids` (m,) (None: all, in id order) -> (B, width)."""
+    def forward(self, o: Tensor | None, vecs: Sequence[Tensor], ids: Sequence[Tensor | None], width: int,
+                batch: int) -> Tensor:
+        """o (B, h_prev) or None; per width group g its vectors vecs[g] (B, m_g, w_g) with ids[g] (m_g,)
+        (None: all V, in id order) -> (B, width)."""
         bias = self.bias[:width].expand(batch, width)  # (B, h)
         y = bias if o is None else torch.addmm(bias, o, self.hid_weight[: o.shape[1], :width])  # (B, h)
-        if vecs.shape[1] == 0:
+        if not vecs:
             return y
-        w = self.vec_weight[:, :, :width]  # (V, D, h) view
-        w = w if ids is None else w.index_select(0, ids)  # (m, D, h)
-        return torch.addmm(y, vecs.reshape(batch, -1), w.reshape(-1, width))  # (B, h)
+        return _BlockMatmul.apply(y, self.vec_weight, width, tuple(ids), *vecs)  # (B, h)

@@ -6,8 +6,9 @@ cached per architecture) and computes only what it selects:
 1. embeddings of the fields it uses, at the max width, prefix-masked to d_i;         # (B, u, De)
 2. one projection per field in a selected pair, at full width;                       # (B, q, K)
 3. per (interaction function, k), its selected pairs only, at the true width k;      # (B, m, k)
-4. the selected vectors sorted by insertion target; layer l reads its own vectors and their weight blocks;
-   hidden widths are real slices; target L ("out") is a linear read-out into the logit.
+4. the selected vectors grouped by (insertion target, true width w); layer l multiplies each of its width
+   groups with the block prefixes W_l[ids, :w, :h_l] (no padding to the max width); hidden widths are
+   real slices; target L ("out") is a linear read-out into the logit.
 Unselected vectors are never computed, which is exactly "contribute zero".
 """
 
@@ -18,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autoias_pl.space import Architecture, SearchSpace
@@ -27,16 +27,12 @@ from autoias_pl.supernet.elastic import (
     ElasticEmbedding,
     ElasticLayer,
     ElasticProjection,
+    prefix_gather,
     prefix_mask,
 )
 from autoias_pl.supernet.interactions import ELEMENTWISE
 
 _PLAN_CACHE = 256
-
-
-def _pad(t: Tensor, size: int) -> Tensor:
-    """(B, m, w) -> (B, m, size), zero-padded on the last dim (no copy when w == size)."""
-    return t if t.shape[2] == size else F.pad(t, (0, size - t.shape[2]))
 
 
 @dataclass(frozen=True)
@@ -53,19 +49,22 @@ class _PairGroup:
 class _Plan:
     """Index tensors of one architecture on one device (see `Supernet.plan`).
 
-    Vectors come in pieces: the selected fields, then one piece per (function, k) pair group. Inside a
-    piece they are sorted by insertion target, so `split(counts)` hands each target its chunk (its
-    backward is a cat: no zero-filled gradient buffers, unlike a permutation gather).
+    Vectors come in pieces of one width each: the selected fields per embedding width d, then one piece
+    per (function, k) pair group. Inside a piece they are sorted by insertion target, so `split(counts)`
+    hands each target its chunk (its backward is a cat: no zero-filled gradient buffers, unlike a
+    permutation gather); a target concatenates the chunks of one width into one group.
     """
 
     used: Tensor  # (u,) fields whose embedding is looked up
     emb_mask: Tensor  # (u, De) prefix mask at d_i
-    sel_pos: Tensor  # (s,) positions in `used` of the selected fields, sorted by target
+    field_pos: tuple[Tensor, ...]  # per field piece: positions in `used` of its fields, by (target, id)
+    field_widths: tuple[int, ...]  # the width d of each field piece
     proj_fields: Tensor  # (q,) fields in some selected pair
     proj_pos: Tensor  # (q,) their positions in `used`
     groups: tuple[_PairGroup, ...]
     counts: tuple[tuple[int, ...], ...]  # per piece: vectors per target (L + 1)
-    ids: tuple[Tensor | None, ...]  # per target: vector ids (m_l,) in input order; None = all, in id order
+    route: tuple[tuple[tuple[int, ...], ...], ...]  # per target, per width group: its pieces, in order
+    ids: tuple[tuple[Tensor | None, ...], ...]  # per target, per width group: vector ids (m,); None = all V
     hidden: tuple[int, ...]  # (L,) hidden widths
 
 
@@ -140,9 +139,15 @@ class Supernet(nn.Module):
         proj_fields = in_pair.nonzero().squeeze(1)  # (q,)
         ppos = torch.full((n,), -1, dtype=torch.long, device=dev)
         ppos[proj_fields] = torch.arange(proj_fields.numel(), device=dev)  # (n,) field -> projected position
+        d = self.emb_dims[arch.tensor("emb", dev)]  # (n,)
         sel_fields = sel[:n].nonzero().squeeze(1)  # (s,)
-        sel_fields = sel_fields[torch.sort(ins[sel_fields], stable=True).indices]  # (s,) by (target, id)
-        pieces, groups = [sel_fields], []
+        pieces, widths, groups = [], [], []
+        for dd in space.emb_dims:
+            f = sel_fields[d[sel_fields] == dd]  # (s_d,)
+            if f.numel():
+                pieces.append(f[torch.sort(ins[f], stable=True).indices])  # (s_d,) by (target, id)
+                widths.append(dd)
+        field_pos, field_widths = tuple(pos[p] for p in pieces), tuple(widths)
         for fi, name in enumerate(space.functions):
             for kk in space.proj_dims:
                 g = sel_pairs[(func[sel_pairs] == fi) & (k[sel_pairs] == kk)]  # (m,)
@@ -151,38 +156,54 @@ class Supernet(nn.Module):
                     ij = self.pair_index[g]  # (m, 2)
                     groups.append(_PairGroup(name, kk, ppos[ij[:, 0]], ppos[ij[:, 1]]))
                     pieces.append(g + n)
-        counts, ids = self._route(pieces, ins)
-        d = self.emb_dims[arch.tensor("emb", dev)][used]  # (u,)
-        return _Plan(used, prefix_mask(d, self.embedding.table.embedding_dim), pos[sel_fields], proj_fields,
-                     pos[proj_fields], tuple(groups), counts, ids, arch.hidden)
+                    widths.append(kk)
+        counts, route, ids = self._route(pieces, widths, ins)
+        mask = prefix_mask(d[used], self.embedding.table.embedding_dim)  # (u, De)
+        return _Plan(used, mask, field_pos, field_widths, proj_fields, pos[proj_fields],
+                     tuple(groups), counts, route, ids, arch.hidden)
 
-    def _route(self, pieces: list[Tensor], ins: Tensor) -> tuple[tuple[tuple[int, ...], ...], tuple[Tensor | None, ...]]:
-        """Per piece (vector ids (m_p,)) its count per target; per target the vector ids in input order."""
+    def _route(self, pieces: list[Tensor], widths: list[int], ins: Tensor) -> tuple[
+            tuple[tuple[int, ...], ...], tuple[tuple[tuple[int, ...], ...], ...], tuple[tuple[Tensor | None, ...], ...]]:
+        """Pieces (vector ids (m_p,), one width each) -> per piece its count per target; per target and width
+        group the pieces that contribute (in order) and the group's vector ids in input order."""
         targets = self.space.num_layers + 1
         counts = tuple(tuple(torch.bincount(ins[p], minlength=targets).tolist()) for p in pieces)
         chunks = [p.split(c) for p, c in zip(pieces, counts, strict=True)]
         all_ids = torch.arange(self.space.num_vectors, device=ins.device)  # (V,)
-        ids = []
+        route, ids = [], []
         for t in range(targets):
-            v = torch.cat([ch[t] for ch in chunks])  # (m_t,)
-            ids.append(None if v.numel() == all_ids.numel() and torch.equal(v, all_ids) else v)
-        return counts, tuple(ids)
+            by_width: dict[int, list[int]] = {}
+            for i, w in enumerate(widths):
+                if counts[i][t]:
+                    by_width.setdefault(w, []).append(i)
+            route.append(tuple(tuple(by_width[w]) for w in sorted(by_width)))
+            group_ids = []
+            for members in route[-1]:
+                v = torch.cat([chunks[i][t] for i in members])  # (m,)
+                group_ids.append(None if v.numel() == all_ids.numel() and torch.equal(v, all_ids) else v)
+            ids.append(tuple(group_ids))
+        return counts, tuple(route), tuple(ids)
 
     # ----- forward -----
-    def vectors(self, x: Tensor, plan: _Plan) -> list[Tensor]:
-        """(B, n) ids -> per target (L + 1) its selected vectors (B, m_t, D), zero beyond their widths."""
-        D = self.layers[0].vec_weight.shape[1]
+    def vectors(self, x: Tensor, plan: _Plan) -> list[list[Tensor]]:
+        """(B, n) ids -> per target (L + 1), per width group w, its selected vectors (B, m, w) at the true
+        width (ids: `plan.ids`)."""
         emb = self.embedding(x, plan.used, plan.emb_mask)  # (B, u, De)
-        pieces = [_pad(emb.index_select(1, plan.sel_pos), D)]  # [(B, s, D)]
+        rows, widths = list(plan.field_pos), list(plan.field_widths)
         if plan.groups:
-            proj = self.projection(emb.index_select(1, plan.proj_pos), plan.proj_fields)  # (B, q, K)
-            pieces += [_pad(v, D) for v in self.interactions(proj, plan.groups)]  # [(B, m, D)]
-        chunks = [p.split(c, 1) for p, c in zip(pieces, plan.counts, strict=True)]  # [[(B, m_pt, D)]]
+            rows.append(plan.proj_pos)
+            widths.append(emb.shape[2])
+        parts = prefix_gather(emb, rows, widths)  # [(B, s_d, d)] per field piece (+ (B, q, De))
+        pieces = list(parts[: len(plan.field_pos)])
+        if plan.groups:
+            proj = self.projection(parts[-1], plan.proj_fields)  # (B, q, K)
+            pieces += self.interactions(proj, plan.groups)  # [(B, m, k)]
+        chunks = [p.split(c, 1) for p, c in zip(pieces, plan.counts, strict=True)]  # [[(B, m_pt, w)]]
         out = []
-        for t in range(self.space.num_layers + 1):
-            parts = [ch[t] for ch in chunks if ch[t].shape[1]]
-            out.append(parts[0] if len(parts) == 1 else torch.cat(parts, 1) if parts else pieces[0][:, :0])
-        return out  # [(B, m_t, D)]
+        for t, groups in enumerate(plan.route):
+            out.append([chunks[members[0]][t] if len(members) == 1 else torch.cat([chunks[i][t] for i in members], 1)
+                        for members in groups])  # [(B, m, w)]
+        return out
 
     def interactions(self, proj: Tensor, groups: tuple[_PairGroup, ...]) -> list[Tensor]:
         """Projected fields (B, q, K) -> per group its pair vectors (B, m, k), at the true width k.
@@ -190,16 +211,22 @@ class Supernet(nn.Module):
         Concat is computed per field before the pair gather: ê_i @ A[:k, :k] is (B, q, k) once per width,
         then each pair adds two rows, instead of a (2k x k) matmul per pair.
         """
-        out, per_field = [], {}
+        concat_widths = sorted({g.width for g in groups if g.func == "concat"})
+        rows: list[Tensor | None] = [None] * len(concat_widths)  # (B, q, k) per concat width
+        widths = list(concat_widths)
         for g in groups:
-            pk = proj[:, :, : g.width]  # (B, q, k) view
+            if g.func != "concat":
+                rows += [g.left, g.right]  # (B, m, k) twice
+                widths += [g.width, g.width]
+        parts = iter(prefix_gather(proj, rows, widths))  # one (B, q, K) gradient buffer for all reads
+        per_field = {k: self.concat.per_field(next(parts)) for k in concat_widths}  # (B, q, k) x 2
+        out = []
+        for g in groups:
             if g.func == "concat":
-                if g.width not in per_field:
-                    per_field[g.width] = self.concat.per_field(pk)  # (B, q, k), (B, q, k)
                 pa, pb = per_field[g.width]
                 v = pa.index_select(1, g.left) + pb.index_select(1, g.right)  # (B, m, k)
             else:
-                v = ELEMENTWISE[g.func](pk.index_select(1, g.left), pk.index_select(1, g.right))  # (B, m, k)
+                v = ELEMENTWISE[g.func](next(parts), next(parts))  # (B, m, k)
             out.append(v)
         return out
 
@@ -207,7 +234,7 @@ class Supernet(nn.Module):
         """x (B, n) int64 ids -> logits (B,) of architecture `arch`."""
         plan = self.plan(arch)
         batch = x.shape[0]
-        vecs = self.vectors(x, plan)  # [(B, m_t, D)]
+        vecs = self.vectors(x, plan)  # per target [(B, m, w)]
         o: Tensor | None = None
         for t, (module, h) in enumerate(zip(self.layers, plan.hidden, strict=True)):
             o = torch.relu(module(o, vecs[t], plan.ids[t], h, batch))  # (B, h)
