@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autoias_pl.space import Architecture
@@ -89,16 +88,21 @@ class CTRModel(nn.Module):
             self.register_buffer(f"emb{g}_offsets", local, persistent=False)
             where.update({i: (g, r) for r, i in enumerate(fields)})
         self.projections = nn.ParameterList()
-        proj_pos: dict[int, int] = {}
         for g, (w, k, fields) in enumerate(lay.proj_groups):
             self.projections.append(nn.Parameter(torch.empty(len(fields), w, k)))  # (m, d, K)
             self._buffer(f"proj{g}_src", [where[i][1] for i in fields])
-            proj_pos.update({i: len(proj_pos) + r for r, i in enumerate(fields)})
         self.proj_emb_group = [where[fields[0]][0] for _, _, fields in lay.proj_groups]
+        # per pair width k: the proj groups with K >= k (all fields a width-k pair can read), and positions in them
+        self.prefix_groups: dict[int, tuple[int, ...]] = {}
+        pos: dict[int, dict[int, int]] = {}
+        for k in sorted({k for _, k, _ in lay.pair_groups}):
+            self.prefix_groups[k] = tuple(g for g, (_, kg, _) in enumerate(lay.proj_groups) if kg >= k)
+            order = [i for g in self.prefix_groups[k] for i in lay.proj_groups[g][2]]
+            pos[k] = {i: r for r, i in enumerate(order)}
         pairs = self.architecture.space.pairs
-        for g, (_, _, ps) in enumerate(lay.pair_groups):
-            self._buffer(f"pair{g}_left", [proj_pos[pairs[p][0]] for p in ps])
-            self._buffer(f"pair{g}_right", [proj_pos[pairs[p][1]] for p in ps])
+        for g, (_, k, ps) in enumerate(lay.pair_groups):
+            self._buffer(f"pair{g}_left", [pos[k][pairs[p][0]] for p in ps])
+            self._buffer(f"pair{g}_right", [pos[k][pairs[p][1]] for p in ps])
         kc = lay.concat_width  # no concat pair: no (empty) parameters, which plain DDP would call unused
         for name, shape in (("concat_a", (kc, kc)), ("concat_b", (kc, kc)), ("concat_c", (kc,))):
             self.register_parameter(name, nn.Parameter(torch.empty(shape)) if kc else None)  # (Kc, Kc), (Kc,)
@@ -143,28 +147,29 @@ class CTRModel(nn.Module):
                 for g, table in enumerate(self.tables)]  # [(B, m_g, d_g)]
         groups = list(embs)
         if self.layout.pair_groups:
-            proj = self._project(embs)  # (B, q, Kq)
-            halves: dict[int, tuple[Tensor, Tensor]] = {}  # k -> (ê @ A[:k, :k] + c[:k], ê @ B[:k, :k]) per field
+            proj = self._project(embs)  # [(m, B, K)] per proj group, field-major
+            prefixes: dict[int, Tensor] = {}  # k -> (B, q_k, k): the [:k] prefixes of the fields a width-k pair reads
             for g, (func, k, _) in enumerate(self.layout.pair_groups):
                 left, right = getattr(self, f"pair{g}_left"), getattr(self, f"pair{g}_right")  # (m,), (m,)
-                pk = proj[:, :, :k]  # (B, q, k)
-                if func == "concat":
-                    if k not in halves:
-                        halves[k] = (pk @ self.concat_a[:k, :k] + self.concat_c[:k], pk @ self.concat_b[:k, :k])
-                    v = halves[k][0].index_select(1, left) + halves[k][1].index_select(1, right)  # (B, m, k)
+                if k not in prefixes:
+                    prefixes[k] = torch.cat([proj[q].transpose(0, 1)[:, :, :k] for q in self.prefix_groups[k]], 1)
+                pk = prefixes[k]  # (B, q_k, k)
+                ei, ej = pk.index_select(1, left), pk.index_select(1, right)  # (B, m, k) each, contiguous
+                if func == "concat":  # ê_i @ A[:k, :k] + c[:k] + ê_j @ B[:k, :k], on the pair's gathered rows only
+                    v = torch.addmm(self.concat_c[:k], ei.view(-1, k), self.concat_a[:k, :k])  # (B m, k)
+                    v = v.addmm_(ej.view(-1, k), self.concat_b[:k, :k]).view(ei.shape)  # (B, m, k)
                 else:
-                    v = _ELEMENTWISE[func](pk.index_select(1, left), pk.index_select(1, right))  # (B, m, k)
+                    v = _ELEMENTWISE[func](ei, ej)  # (B, m, k)
                 groups.append(v)  # (B, m, k)
         return groups
 
-    def _project(self, embs: list[Tensor]) -> Tensor:
-        """Projections of the fields in selected pairs, per (d, K) group, padded to the widest: (B, q, Kq)."""
-        kq = max(k for _, k, _ in self.layout.proj_groups)
+    def _project(self, embs: list[Tensor]) -> list[Tensor]:
+        """Projections of the fields in selected pairs, per (d, K) group, field-major: [(m, B, K)]."""
         out = []
         for g, (w, src) in enumerate(zip(self.projections, self.proj_emb_group, strict=True)):
             e = embs[src].index_select(1, getattr(self, f"proj{g}_src"))  # (B, m, d)
-            out.append(F.pad(torch.einsum("bmd,mdk->bmk", e, w), (0, kq - w.shape[2])))  # (B, m, Kq)
-        return torch.cat(out, 1)  # (B, q, Kq)
+            out.append(torch.bmm(e.transpose(0, 1), w))  # (m, B, d) @ (m, d, K) -> (m, B, K)
+        return out
 
     def _inputs(self, groups: list[Tensor], o: Tensor | None, target: int) -> list[Tensor]:
         parts = [] if o is None else [o]
