@@ -19,23 +19,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
+from common import cached_synth  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from autoias_pl.data.schema import Schema, SchemaError
+from autoias_pl.data.schema import Schema
 from autoias_pl.data.stream import ParquetStream, StreamLoader, plan_units
-from autoias_pl.data.synth import synthesize
 
 FIELDS = 39
 
-
-def dataset(cache: Path, rows: int) -> Path:
-    path = cache / f"synth-{FIELDS}x{rows}"
-    try:
-        if sum(Schema.load(path).rows.values()) == rows:
-            return path
-    except SchemaError:
-        pass
-    synthesize(path, rows, FIELDS, seed=0, overwrite=True)
-    return path
 
 
 def bare_read(path: Path) -> float:
@@ -65,7 +55,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "autoias-bench")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    path = dataset(args.cache, args.rows)
+    path = cached_synth(args.cache, args.rows, FIELDS)
     bare = max(bare_read(path) for _ in range(3))  # best of 3: the machine may be shared
     rate0 = max(loader_rate(path, 0, args.batch, e) for e in range(3))
     rate2 = max(loader_rate(path, 2, args.batch, e) for e in range(3))

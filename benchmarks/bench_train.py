@@ -29,28 +29,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import cached_synth  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
 from autoias_pl.data.batch import CTRBatch
 from autoias_pl.data.datamodule import CTRDataModule
-from autoias_pl.data.schema import Schema, SchemaError
+from autoias_pl.data.schema import Schema
 from autoias_pl.data.stream import ParquetStream
-from autoias_pl.data.synth import synthesize
 from autoias_pl.retrain import AutoIASRetrain
 
 FIELDS = 39
 
-
-def dataset(cache: Path, rows: int) -> Path:
-    path = cache / f"synth-{FIELDS}x{rows}"
-    try:
-        if sum(Schema.load(path).rows.values()) == rows:
-            return path
-    except SchemaError:
-        pass
-    synthesize(path, rows, FIELDS, seed=0, overwrite=True)
-    return path
 
 
 class PlainDeepFM(nn.Module):
@@ -156,7 +146,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "autoias-bench")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    path = dataset(args.cache, args.rows)
+    path = cached_synth(args.cache, args.rows, FIELDS)
     schema = Schema.load(path)
     total = args.warmup + args.steps
     stream = ParquetStream(path, "train", args.batch, mode="train", seed=0)
