@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from autoias_pl.data.schema import Schema
 from autoias_pl.data.synth import synthesize
@@ -45,3 +46,13 @@ def synth_dir(synth_factory: SynthFactory) -> Path:
 @pytest.fixture(scope="session")
 def synth_schema(synth_dir: Path) -> Schema:
     return Schema.load(synth_dir)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for tests on tiny tensors: on a shared machine extra threads only add
+    spin-waiting (a 2 ms supernet step took 70 ms with two). Use with `pytest.mark.usefixtures`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -3,8 +3,6 @@ invariant), the interaction functions against eq. 6, selection semantics, and th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,13 +18,7 @@ VOCAB6 = (5, 7, 3, 9, 4, 6)
 SMALL = {"emb_dims": (2, 4, 8), "proj_dims": (2, 4, 8, 16), "hidden_units": (4, 8), "num_layers": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: intra-op threads only add spin-waiting on a busy machine (70 ms vs 2 ms a step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def fields(n: int) -> tuple[str, ...]:
