@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import SaveConfigCallback
 
+from autoias_pl.data.schema import atomic_write
+
 
 def run_dir(trainer: Trainer) -> Path:
     """The folder a run writes its files to: the logger's log_dir, else the trainer's default_root_dir.
@@ -25,16 +25,7 @@ def run_dir(trainer: Trainer) -> Path:
 
 def atomic_write_parquet(path: str | Path, table: pa.Table) -> None:
     """Write `table` to `path` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 class ParquetPredictionWriter(BasePredictionWriter):

@@ -137,7 +137,13 @@ def test_core_data_modules_do_not_import_lightning() -> None:
 
 
 def test_results_are_readable_by_others(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from autoias_pl.callbacks import atomic_write_parquet
     from autoias_pl.data.schema import atomic_write_text
 
     atomic_write_text(tmp_path / "r.json", "{}")
-    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+    atomic_write_parquet(tmp_path / "p.parquet", pa.table({"prob": [0.5]}))
+    for name in ("r.json", "p.parquet"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.parquet", "r.json"]  # no temporary left
