@@ -34,6 +34,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from autoias_pl.callbacks import run_dir
 from autoias_pl.data.batch import CTRBatch
 from autoias_pl.generator import ArchitectureGenerator
 from autoias_pl.metrics import ctr_metrics
@@ -144,7 +145,7 @@ class AutoIASSearch(LightningModule):
 
     def on_fit_start(self) -> None:
         trainer = self.trainer
-        self._best_path = Path(trainer.log_dir or trainer.default_root_dir) / BEST_ARCH_FILE  # all ranks
+        self._best_path = run_dir(trainer) / BEST_ARCH_FILE  # all ranks
         if self.reward_rows > 0 and self._reward_set is None:
             dm = self.trainer.datamodule
             if dm is None or not hasattr(dm, "reward_set"):
