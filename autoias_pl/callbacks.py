@@ -7,25 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import SaveConfigCallback
 
-from autoias_pl.data.schema import atomic_write
-
-
-def run_dir(trainer: Trainer) -> Path:
-    """The folder a run writes its files to: the logger's log_dir, else the trainer's default_root_dir.
-
-    Call it on every rank: `trainer.log_dir` is a broadcast under DDP (rank 0 alone would hang)."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
-
-
-def atomic_write_parquet(path: str | Path, table: pa.Table) -> None:
-    """Write `table` to `path` through a temporary file in the same folder and a rename."""
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+from autoias_pl.io import atomic_write_parquet, run_dir
 
 
 class ParquetPredictionWriter(BasePredictionWriter):

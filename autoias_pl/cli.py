@@ -105,13 +105,14 @@ class _NoAdverts(logging.Filter):
         return not str(record.msg).startswith("💡 Tip")
 
 
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
+_ADVERTS = _NoAdverts()
 
 
 @contextmanager
 def _programmatic(args: list[str] | None) -> Iterator[None]:
     """Hide sys.argv while `args` are parsed (LightningCLI warns when both are present) and known noise."""
-    argv = sys.argv
+    argv, logger = sys.argv, logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    logger.addFilter(_ADVERTS)  # while the command runs, not on import (a notebook keeps its logging)
     with warnings.catch_warnings():
         for message in _NOISE:
             warnings.filterwarnings("ignore", message=message)
@@ -121,6 +122,7 @@ def _programmatic(args: list[str] | None) -> Iterator[None]:
             yield
         finally:
             sys.argv = argv
+            logger.removeFilter(_ADVERTS)
 
 
 def run(args: list[str] | None = None) -> AutoIASCLI:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP (2-core machines)
+if __name__ == "__main__":  # run as a program only (never on import): before torch loads OpenMP
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads thrash 2-core machines
 
 import argparse
 import csv
@@ -28,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from autoias_pl.data.schema import Schema, atomic_write_text
+from autoias_pl.auc import auc
+from autoias_pl.data.schema import Schema
 from autoias_pl.data.stream import read_rows
 from autoias_pl.data.synth import SynthModel, synthesize
-from autoias_pl.metrics_np import auc
+from autoias_pl.io import atomic_write_text
 from autoias_pl.space import Architecture
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -20,11 +20,10 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
 from autoias_pl.baselines import BASELINES, baseline
-from autoias_pl.callbacks import run_dir
+from autoias_pl.ctr_model import CTRModel
 from autoias_pl.data.batch import CTRBatch
-from autoias_pl.data.schema import atomic_write_text
+from autoias_pl.io import atomic_write_text, run_dir
 from autoias_pl.metrics import ctr_metrics
-from autoias_pl.model import CTRModel
 from autoias_pl.space import FUNCTIONS, Architecture, ArchitectureError, SearchSpace
 
 TEST_METRICS_FILE = "test_metrics.json"

@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from autoias_pl.io import atomic_write_text
+
 COMPONENTS: tuple[str, ...] = ("emb", "proj", "func", "select", "insert", "hidden")
 FUNCTIONS: tuple[str, ...] = ("product", "concat", "plus", "max")
 OUT = "out"
@@ -405,8 +407,6 @@ class Architecture:
             raise ArchitectureError(f"{source}: {e}") from e
 
     def save(self, path: str | Path, vocab_sizes: Sequence[int] | None = None) -> Path:
-        from autoias_pl.data.schema import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_json_dict(vocab_sizes), indent=1) + "\n")
         return Path(path)
 

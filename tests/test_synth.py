@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from autoias_pl.auc import BinnedAUC, auc
 from autoias_pl.data.schema import LABEL, SPLITS, Schema
 from autoias_pl.data.synth import SynthModel, build_model, synthesize
-from autoias_pl.metrics_np import BinnedAUC, auc
 
 
 def read_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from autoias_pl.data.readers import DataFormatError, RawFormat, avazu_format, criteo_format, csv_format
 from autoias_pl.data.schema import LABEL, SPLITS, Schema, SchemaError
+from autoias_pl.space import SearchSpace
 
 PROG = "autoias-data"
 
@@ -122,12 +123,10 @@ def positive_rates(directory: Path) -> dict[str, float | None]:
 
 
 def search_space_line(schema: Schema) -> str:
-    try:
-        from autoias_pl.space import SearchSpace
-
-        return f"10^{SearchSpace.from_schema(schema).log10_size():.1f} architectures (default candidate sets)"
-    except Exception as e:  # the space is optional for inspecting data
-        return f"unavailable ({type(e).__name__}: {e})"
+    """The size of the default search space over the schema's fields."""
+    if schema.num_fields < 2:
+        return f"none ({schema.num_fields} field: the space needs >= 2)"
+    return f"10^{SearchSpace.from_schema(schema).log10_size():.1f} architectures (default candidate sets)"
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:

@@ -29,8 +29,9 @@ from autoias_pl.data.readers import (
     RawFormat,
     read_blocks,
 )
-from autoias_pl.data.schema import OOV_ID, SPLITS, FieldSpec, Schema, SchemaError, atomic_output_dir
+from autoias_pl.data.schema import OOV_ID, SPLITS, FieldSpec, Schema, SchemaError
 from autoias_pl.data.shards import DEFAULT_ROWS_PER_SHARD, ShardWriter
+from autoias_pl.io import atomic_output_dir
 
 VOCAB_FILE = "vocab.parquet"
 SPILL_FILE = ".pass1.bin"

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from autoias_pl.io import atomic_write_text
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "schema.json"
@@ -112,48 +109,3 @@ class Schema:
 
 def shard_path(directory: str | Path, split: str, index: int) -> Path:
     return Path(directory) / split / f"part-{index:05d}.parquet"
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it to `path` (readable, 0644).
-
-    A failed or interrupted write leaves nothing at `path` and no temporary file behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600, which would make results unreadable to others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` atomically (see `atomic_write`)."""
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-@contextmanager
-def atomic_output_dir(output: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `output`; rename it to `output` only if the block completes.
-
-    An interrupted or failed run leaves nothing at `output` (the temporary folder is removed), so a later
-    step can never mistake a half-written dataset for a finished one.
-    """
-    output = Path(output)
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output}: already exists (pass --overwrite to replace it)")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(tmp, output)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from autoias_pl.data.schema import SPLITS, FieldSpec, Schema, atomic_output_dir
+from autoias_pl.auc import BinnedAUC
+from autoias_pl.data.schema import SPLITS, FieldSpec, Schema
 from autoias_pl.data.shards import DEFAULT_ROW_GROUP_SIZE, DEFAULT_ROWS_PER_SHARD, ShardWriter
-from autoias_pl.metrics_np import BinnedAUC
+from autoias_pl.io import atomic_output_dir
 
 CHUNK_ROWS = 1 << 17  # rows generated at once: bounds memory, and fixes the random stream for a seed
 VOCAB_RANGE = (10, 3000)  # vocabulary sizes are log-uniform in this range

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from autoias_pl.supernet.interactions import concat
+from autoias_pl.interactions import concat
 
 
 def prefix_mask(widths: Tensor, size: int) -> Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from autoias_pl.model import CTRModel
+from autoias_pl.ctr_model import CTRModel
 from autoias_pl.space import Architecture
 from autoias_pl.supernet.elastic import ElasticLayer
 from autoias_pl.supernet.supernet import Supernet

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from autoias_pl.interactions import ELEMENTWISE
 from autoias_pl.space import Architecture, SearchSpace
 from autoias_pl.supernet.elastic import (
     ElasticConcat,
@@ -30,7 +31,6 @@ from autoias_pl.supernet.elastic import (
     prefix_gather,
     prefix_mask,
 )
-from autoias_pl.supernet.interactions import ELEMENTWISE
 
 _PLAN_CACHE = 256
 

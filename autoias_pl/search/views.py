@@ -1,4 +1,5 @@
-"""TensorBoard views of the search, drawn once per validation epoch by rank 0 (matplotlib, Agg backend).
+"""TensorBoard views of the search, drawn once per validation epoch by rank 0 (matplotlib `Figure`s, no pyplot: the
+backend of a notebook or script is left alone).
 
 - `search/pair_selection`: n x n heat map of P(select) of every pair (diagonal: of the field itself);
 - `search/embedding_dims`: per field, the generator's distribution over embedding dimensions;
@@ -12,16 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from autoias_pl.generator import ArchitectureGenerator  # noqa: E402
-from autoias_pl.space import OUT, Architecture, SearchSpace  # noqa: E402
+from autoias_pl.search.generator import ArchitectureGenerator
+from autoias_pl.space import OUT, Architecture, SearchSpace
 
 
 def selection_matrix(space: SearchSpace, select_probs: torch.Tensor) -> np.ndarray:
@@ -38,7 +35,8 @@ def selection_matrix(space: SearchSpace, select_probs: torch.Tensor) -> np.ndarr
 def pair_selection_figure(space: SearchSpace, select_probs: torch.Tensor) -> Figure:
     n = space.num_fields
     size = min(3.0 + 0.25 * n, 14.0)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    fig = Figure(figsize=(size, size * 0.85))  # no pyplot: the caller's backend stays as it is
+    ax = fig.subplots()
     im = ax.imshow(selection_matrix(space, select_probs), vmin=0.0, vmax=1.0, cmap="viridis")
     ticks = range(n)
     ax.set_xticks(ticks, space.field_names, rotation=90, fontsize=max(4, 10 - n // 8))
@@ -53,7 +51,8 @@ def embedding_dims_figure(space: SearchSpace, emb_probs: torch.Tensor) -> Figure
     """emb_probs (n, C): stacked bars of each field's distribution over `space.emb_dims`."""
     p = emb_probs.detach().cpu().numpy()  # (n, C)
     n = space.num_fields
-    fig, ax = plt.subplots(figsize=(min(3.0 + 0.25 * n, 14.0), 3.5))
+    fig = Figure(figsize=(min(3.0 + 0.25 * n, 14.0), 3.5))  # no pyplot: the caller's backend stays as it is
+    ax = fig.subplots()
     bottom = np.zeros(n)
     for c, dim in enumerate(space.emb_dims):
         ax.bar(range(n), p[:, c], bottom=bottom, label=str(dim))
@@ -69,7 +68,8 @@ def insertion_figure(space: SearchSpace, select_probs: torch.Tensor, insert_prob
     """Expected number of selected vectors per insertion target: sum_v P(select_v) P(insert_v = t)."""
     expected = (select_probs.detach().unsqueeze(1) * insert_probs.detach()).sum(0).cpu().numpy()  # (T,)
     labels = [str(t) if t != OUT else "out" for t in space.candidates("insert")]
-    fig, ax = plt.subplots(figsize=(4.0, 3.0))
+    fig = Figure(figsize=(4.0, 3.0))  # no pyplot: the caller's backend stays as it is
+    ax = fig.subplots()
     ax.bar(labels, expected)
     ax.set_xlabel("insertion target (MLP layer / out)")
     ax.set_ylabel("expected selected vectors")

@@ -34,20 +34,20 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from autoias_pl.callbacks import run_dir
+from autoias_pl.auc import batched_auc
 from autoias_pl.data.batch import CTRBatch
-from autoias_pl.generator import ArchitectureGenerator
+from autoias_pl.io import run_dir
 from autoias_pl.metrics import ctr_metrics
-from autoias_pl.reinforce import (
+from autoias_pl.search.generator import ArchitectureGenerator
+from autoias_pl.search.reward import (
     BaselineKind,
     RewardShaper,
-    batched_auc,
     kd_student_loss,
     phase_generator,
     reinforce_loss,
     selection_cost,
 )
-from autoias_pl.search_logging import log_search_views
+from autoias_pl.search.views import log_search_views
 from autoias_pl.space import COMPONENTS, FUNCTIONS, Architecture, SearchSpace
 from autoias_pl.supernet.supernet import Supernet
 

@@ -1,7 +1,6 @@
 """The losses and reward shaping of the AutoIAS search (paper 3.3.2, 3.4), free of Lightning.
 
 - `kd_student_loss`: eq. 14-16, beta * BCE(teacher prob, student) + (1 - beta) * BCE(y, student).
-- `batched_auc`: the reward's AUC of M architectures' scores on the same rows (rank formula, exact ties).
 - `RewardShaper`: reward -> advantage. "ema" is the paper's baseline (eq. 22-23); "leave_one_out" uses the
   mean reward of the step's other M - 1 architectures; optional scaling by a running std. Its state lives in
   buffers, so it travels in checkpoints and is identical across DDP ranks that see identical rewards.
@@ -38,28 +37,6 @@ def kd_student_loss(
     soft = F.binary_cross_entropy_with_logits(logits, teacher_prob)
     hard = F.binary_cross_entropy_with_logits(logits, labels)
     return beta * soft + (1.0 - beta) * hard, soft, hard
-
-
-def batched_auc(scores: Tensor, labels: Tensor) -> Tensor:
-    """ROC AUC of each row of scores (M, R) against labels (R,) in {0, 1} -> (M,) float64.
-
-    Mann-Whitney rank sum with average ranks for ties. NaN for a row set with a single class.
-    """
-    pos = labels > 0.5  # (R,)
-    n_pos = int(pos.sum())
-    n_neg = labels.numel() - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return torch.full((scores.shape[0],), float("nan"), dtype=torch.float64)
-    out = []
-    for row in scores.double():  # M is small (the architectures of one step)
-        sorted_s, order = torch.sort(row)  # (R,), (R,)
-        _, counts = torch.unique_consecutive(sorted_s, return_counts=True)  # (G,)
-        ends = counts.cumsum(0)  # (G,) 1-based end rank of each tie group
-        avg = (ends - (counts - 1) / 2.0).double()  # (G,) average 1-based rank
-        ranks = torch.repeat_interleave(avg, counts)  # (R,) in sorted order
-        rank_sum = ranks[pos[order]].sum()
-        out.append((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-    return torch.stack(out)  # (M,)
 
 
 def selection_cost(archs: Sequence[Architecture]) -> Tensor:

@@ -1,0 +1,73 @@
+"""Files a run writes, in one place: atomic writers (temp path, then rename) and the run folder.
+
+A leaf module: it imports nothing from the package and no Lightning, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it to `path` (readable, 0644).
+
+    A failed or interrupted write leaves nothing at `path` and no temporary file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600, which would make results unreadable to others
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` atomically (see `atomic_write`)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+@contextmanager
+def atomic_output_dir(output: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside `output`; rename it to `output` only if the block completes.
+
+    An interrupted or failed run leaves nothing at `output` (the temporary folder is removed), so a later
+    step can never mistake a half-written dataset for a finished one.
+    """
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output}: already exists (pass --overwrite to replace it)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if output.exists():
+        shutil.rmtree(output)
+    os.replace(tmp, output)
+
+
+def atomic_write_parquet(path: str | Path, table: Any) -> None:
+    """Write the pyarrow `table` to `path` through a temporary file in the same folder and a rename."""
+    import pyarrow.parquet as pq
+
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def run_dir(trainer: Any) -> Path:
+    """The folder a run writes its files to: the logger's log_dir, else the trainer's default_root_dir.
+
+    Call it on every rank: `trainer.log_dir` is a broadcast under DDP (rank 0 alone would hang)."""
+    return Path(trainer.log_dir or trainer.default_root_dir)

@@ -1,0 +1,151 @@
+"""The rules of the house (docs/architecture.md), read from the source: which package may import which.
+
+Every `import` statement counts, also those inside functions (a lazy import is still a dependency).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent / "autoias_pl"
+
+# the rooms, in the data's order; a module belongs to the first prefix it starts with
+LEAVES = ("autoias_pl.io", "autoias_pl.auc")
+DATA = ("autoias_pl.data",)
+CORE = ("autoias_pl.space", "autoias_pl.layout", "autoias_pl.interactions", "autoias_pl.ctr_model",
+        "autoias_pl.baselines", "autoias_pl.supernet")
+SEARCH_LOGIC = ("autoias_pl.search.generator", "autoias_pl.search.reward")
+CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.demo")
+LIGHTNING = ("lightning", "pytorch_lightning", "lightning_fabric")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Absolute names of every module `path` imports (relative imports resolved)."""
+    tree, here = ast.parse(path.read_text()), module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            out.add(base)
+            out.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return out
+
+
+MODULES = {module_name(p): imports_of(p) for p in sorted(ROOT.rglob("*.py"))}
+
+
+def within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def offenders(sources: tuple[str, ...], forbidden: tuple[str, ...], exact: bool = False) -> list[str]:
+    """`module imports name` for every import of a module in `sources` (prefixes, or names with `exact`)
+    that falls in `forbidden` (outside `sources` itself)."""
+    return sorted(f"{m} imports {i}" for m, deps in MODULES.items() if (m in sources if exact else within(m, sources))
+                  for i in deps if within(i, forbidden) and not within(i, sources))
+
+
+def test_the_rule_table_covers_every_module() -> None:
+    known = LEAVES + DATA + CORE + ("autoias_pl.search", "autoias_pl.retrain", "autoias_pl.metrics",
+                                    "autoias_pl.callbacks", "autoias_pl") + CLIS
+    assert MODULES and all(within(m, known) for m in MODULES), sorted(m for m in MODULES if not within(m, known))
+
+
+def test_leaves_import_nothing_of_the_package() -> None:
+    bad = sorted(f"{m} imports {i}" for m, deps in MODULES.items() if within(m, LEAVES)
+                 for i in deps if i.startswith("autoias_pl"))
+    assert not bad, bad
+
+
+def test_data_imports_no_core_search_or_lightning() -> None:
+    """raw logs -> parquet -> stream stands alone (its command line, `autoias-data`, is a CLI)."""
+    rest = CORE + ("autoias_pl.search", "autoias_pl.retrain", "autoias_pl.metrics", "autoias_pl.callbacks")
+    data = tuple(m for m in MODULES if within(m, DATA) and not within(m, CLIS))
+    assert len(data) > 5 and not offenders(data, rest, exact=True)
+    # only the LightningDataModule adapter may use Lightning
+    assert not offenders(tuple(m for m in data if m != "autoias_pl.data.datamodule"), LIGHTNING, exact=True)
+
+
+def test_core_imports_neither_lightning_nor_data() -> None:
+    later = DATA + ("autoias_pl.search", "autoias_pl.retrain", "autoias_pl.metrics", "autoias_pl.callbacks")
+    assert not offenders(CORE, later + LIGHTNING + CLIS)
+
+
+def test_standalone_model_never_imports_the_supernet() -> None:
+    assert not offenders(("autoias_pl.ctr_model", "autoias_pl.layout", "autoias_pl.space",
+                          "autoias_pl.interactions", "autoias_pl.baselines"), ("autoias_pl.supernet",))
+
+
+def test_generator_and_reward_logic_import_no_lightning() -> None:
+    assert not offenders(SEARCH_LOGIC, LIGHTNING + ("autoias_pl.search.module", "autoias_pl.search.callbacks"))
+
+
+def test_retraining_never_imports_the_search() -> None:
+    assert not offenders(("autoias_pl.retrain",), ("autoias_pl.search",))
+
+
+def test_nothing_imports_a_cli() -> None:
+    bad = sorted(f"{m} imports {i}" for m, deps in MODULES.items() if not within(m, CLIS)
+                 for i in deps if within(i, CLIS))
+    assert not bad, bad
+
+
+def test_the_rules_see_a_violation(tmp_path: Path) -> None:
+    """The parser is not blind: a lazy, relative import inside a function is found."""
+    f = tmp_path / "autoias_pl" / "supernet" / "x.py"
+    f.parent.mkdir(parents=True)
+    f.write_text("def g():\n    from ..data import schema\n    import lightning.pytorch\n")
+    global ROOT
+    saved, ROOT = ROOT, tmp_path / "autoias_pl"
+    try:
+        assert {"autoias_pl.data", "autoias_pl.data.schema", "lightning.pytorch"} <= imports_of(f)
+    finally:
+        ROOT = saved
+
+
+SIDE_EFFECTS = """
+import logging, os, sys
+import matplotlib, torch, lightning.pytorch  # their own import-time settings are not ours
+env = dict(os.environ)
+filters = list(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters)
+import autoias_pl.cli, autoias_pl.demo, autoias_pl.search, autoias_pl.search.views, autoias_pl.retrain
+assert dict(os.environ) == env, sorted(set(os.environ.items()) ^ set(env.items()))
+assert list(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters) == filters, "logging filter"
+assert matplotlib.rcParams._get_backend_or_none() is None, matplotlib.rcParams._get_backend_or_none()
+"""
+
+
+def test_importing_changes_nothing_global() -> None:
+    """No import switches matplotlib's backend, installs a logging filter or sets an environment variable."""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MPLBACKEND"}
+    result = subprocess.run([sys.executable, "-c", SIDE_EFFECTS], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("rule", ["core", "model"])
+def test_fresh_interpreter_agrees(rule: str) -> None:
+    """The same rules at run time: importing the core pulls no Lightning, the model no supernet code."""
+    code = {
+        "core": "import sys, autoias_pl.supernet.export, autoias_pl.baselines, autoias_pl.search.generator, "
+                "autoias_pl.search.reward\nassert not [m for m in sys.modules if m.split('.')[0] == 'lightning']",
+        "model": "import sys, autoias_pl.ctr_model\nassert not [m for m in sys.modules if "
+                 "m.startswith('autoias_pl.supernet')]",
+    }[rule]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
