@@ -1,6 +1,8 @@
 """The standalone CTR model of one architecture, at its true sizes (paper 3.2; no supernet code).
 
-Its parameter count equals `Architecture.num_params` exactly. To stay loop-free over fields and pairs:
+It is built from `arch.layout` (`ArchitectureLayout`, autoias_pl/layout.py: the groups, widths and input
+order that `Architecture.num_params` and the supernet's plan read too), so its parameter count equals
+`Architecture.num_params` exactly. To stay loop-free over fields and pairs:
 - fields are grouped by embedding width: one concatenated table per distinct d (<= |emb_dims| lookups);
 - fields in a selected pair are projected per (d_i, K_i) group, K_i = widest selected pair of field i;
   a pair of width k reads the column prefix [:k] of its fields' projections;
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -35,50 +36,14 @@ def _linear(fan_in: int, width: int) -> nn.Linear:
     return layer
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Which tensors the model of an architecture has and in which order its vectors enter each layer."""
-
-    emb_groups: tuple[tuple[int, tuple[int, ...]], ...]  # (d, fields): selected by (target, id), then pair-only
-    proj_groups: tuple[tuple[int, int, tuple[int, ...]], ...]  # (d, K, fields)
-    pair_groups: tuple[tuple[str, int, tuple[int, ...]], ...]  # (function, k, pairs sorted by (target, id))
-    concat_width: int  # Kc, 0 without a selected concat pair
-    first: int | None  # first hidden layer that receives a vector
-    inputs: tuple[tuple[int, ...], ...]  # per target 0..L: vector ids in input order (after o_{l-1})
-
-    @classmethod
-    def of(cls, arch: Architecture) -> Layout:
-        space, n = arch.space, arch.space.num_fields
-        sel, target = arch.selected, arch.insert_layers
-        kmax, kc = arch._pair_groups()
-        used = arch.used_fields()
-        rank = {v: (target[v] if sel[v] else space.output_layer + 1, v) for v in range(space.num_vectors)}
-        d = arch.emb_dims
-        emb = tuple((w, tuple(sorted((i for i in used if d[i] == w), key=rank.get)))
-                    for w in sorted({d[i] for i in used}))
-        proj_keys = sorted({(d[i], k) for i, k in kmax.items()})
-        proj = tuple((dw, k, tuple(sorted(i for i in kmax if (d[i], kmax[i]) == (dw, k)))) for dw, k in proj_keys)
-        pairs = [p for p in range(space.num_pairs) if sel[n + p]]
-        keys = sorted({(space.functions.index(arch.funcs[p]), arch.proj_dims[p]) for p in pairs})
-        groups = tuple(
-            (space.functions[f], k, tuple(sorted((p for p in pairs if arch.funcs[p] == space.functions[f]
-                                                  and arch.proj_dims[p] == k), key=lambda p: rank[n + p])))
-            for f, k in keys
-        )
-        order = [i for _, fs in emb for i in fs] + [n + p for _, _, ps in groups for p in ps]
-        inputs = tuple(tuple(v for v in order if sel[v] and target[v] == t) for t in range(space.num_layers + 1))
-        first = next((t for t in range(space.num_layers) if inputs[t]), None)
-        return cls(emb, proj, groups, kc, first, inputs)
-
-
 class CTRModel(nn.Module):
     """The model of `architecture` over fields with `vocab_sizes`: (B, n) int64 ids -> logits (B,)."""
 
     def __init__(self, arch: Architecture, vocab_sizes: Sequence[int]) -> None:
         super().__init__()
         self.architecture, self.vocab_sizes = arch, tuple(int(v) for v in vocab_sizes)
-        self.layout = lay = Layout.of(arch)
-        n, L = arch.space.num_fields, arch.space.num_layers
+        self.layout = lay = arch.layout  # the shared ArchitectureLayout (autoias_pl/layout.py)
+        L = arch.space.num_layers
         self.tables = nn.ModuleList()
         where: dict[int, tuple[int, int]] = {}  # field -> (emb group, position)
         for g, (w, fields) in enumerate(lay.emb_groups):
@@ -106,29 +71,13 @@ class CTRModel(nn.Module):
         kc = lay.concat_width  # no concat pair: no (empty) parameters, which plain DDP would call unused
         for name, shape in (("concat_a", (kc, kc)), ("concat_b", (kc, kc)), ("concat_c", (kc,))):
             self.register_parameter(name, nn.Parameter(torch.empty(shape)) if kc else None)  # (Kc, Kc), (Kc,)
-        self.slices = self._slices(n, L)
-        widths, h = arch.vector_widths, arch.hidden
-        self.mlp = nn.ModuleList()
-        for t in range(lay.first if lay.first is not None else L, L):
-            prev = h[t - 1] if t > lay.first else 0
-            self.mlp.append(_linear(prev + sum(widths[v] for v in lay.inputs[t]), h[t]))
-        prev = h[L - 1] if lay.first is not None else 0
-        self.readout = _linear(prev + sum(widths[v] for v in lay.inputs[L]), 1)
+        self.slices = tuple(lay.slices(t) for t in range(L + 1))  # per target: (vector group, start, end)
+        self.mlp = nn.ModuleList(_linear(fan_in, h) for fan_in, h in lay.mlp)
+        self.readout = _linear(lay.readout_fan_in, 1)
         self.reset_parameters()
 
     def _buffer(self, name: str, values: list[int]) -> None:
         self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
-
-    def _slices(self, n: int, L: int) -> tuple[tuple[tuple[int, int, int], ...], ...]:
-        """Per target: (vector group, start, end); groups are the emb groups then the pair groups."""
-        lay, target = self.layout, self.architecture.insert_layers
-        members = [[i for i in fs if self.architecture.selected[i]] for _, fs in lay.emb_groups]
-        members += [[n + p for p in ps] for _, _, ps in lay.pair_groups]
-        out = []
-        for t in range(L + 1):
-            out.append(tuple((g, m.index(vs[0]), m.index(vs[0]) + len(vs))
-                             for g, m in enumerate(members) if (vs := [v for v in m if target[v] == t])))
-        return tuple(out)
 
     def reset_parameters(self) -> None:
         """Fresh init for retraining from scratch: embeddings N(0, 0.01), the rest like nn.Linear."""
@@ -179,8 +128,8 @@ class CTRModel(nn.Module):
         """x (B, n) int64 ids -> logits (B,)."""
         groups = self.vectors(x)
         o: Tensor | None = None
-        first, L = self.layout.first, self.architecture.space.num_layers
-        for layer, t in zip(self.mlp, range(first if first is not None else L, L), strict=True):
+        L = self.architecture.space.num_layers
+        for layer, t in zip(self.mlp, self.layout.mlp_layers, strict=True):
             o = torch.relu(layer(torch.cat(self._inputs(groups, o, t), 1)))  # (B, h_t)
         parts = self._inputs(groups, o, L)
         if not parts:

@@ -16,6 +16,10 @@ follows it):
 (pairs (i, j), i < j, in lexicographic order). Insertion target L ("out") is our extension: the vector is
 read out linearly straight into the logit (the wide part of LR / FM / DeepFM); `output_insertion=False`
 keeps the paper's set. Choices are stored as candidate indices; values are what the JSON shows.
+
+What an architecture's model looks like (which fields, projections and pair groups it has, at which widths,
+in which order its vectors enter each layer) is `Architecture.layout`, an `ArchitectureLayout`
+(autoias_pl/layout.py) computed once; the costs here, `CTRModel` and the supernet's plan all read it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 import torch
 
 from autoias_pl.io import atomic_write_text
+from autoias_pl.layout import ArchitectureLayout
 
 COMPONENTS: tuple[str, ...] = ("emb", "proj", "func", "select", "insert", "hidden")
 FUNCTIONS: tuple[str, ...] = ("product", "concat", "plus", "max")
@@ -301,80 +306,33 @@ class Architecture:
             for label, value in zip(self.space.labels(c), self.values(c), strict=True)
         }
 
-    # ----- costs (the standalone model's real sizes; model.py must match these exactly) -----
-    def _mlp_inputs(self) -> tuple[int | None, list[int], int]:
-        """(first hidden layer that receives a vector or None, widths inserted per hidden layer, width at out)."""
-        L = self.space.num_layers
-        per_layer = [0] * (L + 1)
-        for sel, ins, w in zip(self.selected, self.insert_layers, self.vector_widths, strict=True):
-            if sel:
-                per_layer[ins] += w
-        first = next((layer for layer in range(L) if per_layer[layer] > 0), None)
-        return first, per_layer[:L], per_layer[L]
-
-    def _pair_groups(self) -> tuple[dict[int, int], int]:
-        """Per field, the widest projection among its selected pairs; the widest selected concat pair."""
-        n, kmax, concat = self.space.num_fields, {}, 0
-        for (i, j), sel, k, f in zip(self.space.pairs, self.selected[n:], self.proj_dims, self.funcs, strict=True):
-            if sel:
-                kmax[i], kmax[j] = max(kmax.get(i, 0), k), max(kmax.get(j, 0), k)
-                if f == "concat":
-                    concat = max(concat, k)
-        return kmax, concat
+    # ----- structure and costs (autoias_pl/layout.py: the one layout the model and supernet also read) -----
+    @cached_property
+    def layout(self) -> ArchitectureLayout:
+        """The structure of this architecture's standalone model (computed once, cached on the object)."""
+        return ArchitectureLayout.of(self)
 
     def used_fields(self) -> tuple[int, ...]:
         """Fields whose embedding the standalone model computes: selected, or in a selected pair."""
-        n = self.space.num_fields
-        kmax, _ = self._pair_groups()
-        return tuple(i for i in range(n) if self.selected[i] or i in kmax)
+        return self.layout.used
 
     def num_params(self, vocab_sizes: Sequence[int]) -> int:
-        """Parameters of the standalone model. Layout (the contract of model.py):
-
-        embeddings of used fields (vocab_i x d_i); per field in a selected pair one projection d_i x K_i
-        (K_i = widest selected pair of i; pairs read column prefixes); one shared concat map
-        2*Kc*Kc + Kc (Kc = widest selected concat pair); hidden layers from the first one that receives a
-        vector (earlier ones compute a constant, folded into a bias), each (in_l x h_l) + h_l; the output
-        read-out (in + 1).
-        """
+        """Parameters of the standalone model (`ArchitectureLayout.num_params`: embeddings of used fields,
+        projections d_i x K_i, the shared concat map at Kc, the hidden layers that exist, the read-out)."""
         if len(vocab_sizes) != self.space.num_fields:
             raise ArchitectureError(f"{len(vocab_sizes)} vocab sizes for {self.space.num_fields} fields")
-        d = self.emb_dims
-        kmax, kc = self._pair_groups()
-        total = sum(vocab_sizes[i] * d[i] for i in self.used_fields())
-        total += sum(d[i] * k for i, k in kmax.items()) + (2 * kc * kc + kc if kc else 0)
-        return total + self._mlp_macs() + self._mlp_biases()
-
-    def _mlp_macs(self) -> int:
-        first, per_layer, out = self._mlp_inputs()
-        h, macs, prev = self.hidden, 0, 0
-        if first is not None:
-            for layer in range(first, self.space.num_layers):
-                macs += (prev + per_layer[layer]) * h[layer]
-                prev = h[layer]
-        return macs + prev + out
-
-    def _mlp_biases(self) -> int:
-        first, _, _ = self._mlp_inputs()
-        hidden = sum(self.hidden[first:]) if first is not None else 0
-        return hidden + 1
+        return self.layout.num_params(vocab_sizes)
 
     def num_macs(self) -> int:
         """Multiply-adds per sample of the standalone model (lookups, plus and max counted as free)."""
-        n = self.space.num_fields
-        kmax, _ = self._pair_groups()
-        macs = sum(self.emb_dims[i] * k for i, k in kmax.items())
-        for sel, k, f in zip(self.selected[n:], self.proj_dims, self.funcs, strict=True):
-            if sel:
-                macs += 2 * k * k if f == "concat" else (k if f == "product" else 0)
-        return macs + self._mlp_macs()
+        return self.layout.num_macs()
 
     def summary(self) -> dict[str, Any]:
         n, names = self.space.num_fields, self.space.vector_names
-        sel = self.selected
+        selected = self.layout.selected_vectors
         return {
-            "selected_fields": [names[i] for i in range(n) if sel[i]],
-            "selected_pairs": [names[v] for v in range(n, self.space.num_vectors) if sel[v]],
+            "selected_fields": [names[v] for v in selected if v < n],
+            "selected_pairs": [names[v] for v in selected if v >= n],
             "hidden": list(self.hidden),
             "macs_per_sample": self.num_macs(),
         }

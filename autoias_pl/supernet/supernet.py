@@ -1,7 +1,8 @@
 """The AutoIAS supernet (paper 3.3.1, 4.2.2): every architecture of a SearchSpace with shared weights.
 
-An architecture is data, not module structure: `forward(x, arch)` turns it into index tensors (a `_Plan`,
-cached per architecture) and computes only what it selects:
+An architecture is data, not module structure: `forward(x, arch)` turns its layout (`arch.layout`, the
+`ArchitectureLayout` of autoias_pl/layout.py that the standalone model and the costs read too) into index
+tensors (a `_Plan`, cached per architecture) and computes only what it selects:
 
 1. embeddings of the fields it uses, at the max width, prefix-masked to d_i;         # (B, u, De)
 2. one projection per field in a selected pair, at full width;                       # (B, q, K)
@@ -50,9 +51,10 @@ class _Plan:
     """Index tensors of one architecture on one device (see `Supernet.plan`).
 
     Vectors come in pieces of one width each: the selected fields per embedding width d, then one piece
-    per (function, k) pair group. Inside a piece they are sorted by insertion target, so `split(counts)`
-    hands each target its chunk (its backward is a cat: no zero-filled gradient buffers, unlike a
-    permutation gather); a target concatenates the chunks of one width into one group.
+    per (function, k) pair group (the layout's non-empty `vector_groups`, in the standalone model's order).
+    Inside a piece they are sorted by insertion target, so `split(counts)` hands each target its chunk
+    (its backward is a cat: no zero-filled gradient buffers, unlike a permutation gather); a target
+    concatenates the chunks of one width into one group.
     """
 
     used: Tensor  # (u,) fields whose embedding is looked up
@@ -103,9 +105,7 @@ class Supernet(nn.Module):
                 layer.vec_weight = layers[0].vec_weight
         self.layers = nn.ModuleList(layers)
         self.readout = ElasticLayer(v, d, h, 1, teacher_in, h)
-        self.register_buffer("emb_dims", torch.tensor(space.emb_dims), persistent=False)
-        self.register_buffer("proj_dims", torch.tensor(space.proj_dims), persistent=False)
-        self.register_buffer("pair_index", space.pair_index.clone(), persistent=False)
+        self.register_buffer("emb_dims", torch.tensor(space.emb_dims), persistent=False)  # also: the plans' device
         self._plans: OrderedDict[tuple[Architecture, torch.device], _Plan] = OrderedDict()
 
     # ----- architecture -> index tensors -----
@@ -124,52 +124,48 @@ class Supernet(nn.Module):
         return plan
 
     def _build_plan(self, arch: Architecture) -> _Plan:
-        space, dev = self.space, self.emb_dims.device
-        n = space.num_fields
-        sel = arch.tensor("select", dev).bool()  # (V,)
-        ins = arch.tensor("insert", dev)  # (V,)
-        k = self.proj_dims[arch.tensor("proj", dev)]  # (P,)
-        func = arch.tensor("func", dev)  # (P,)
-        sel_pairs = sel[n:].nonzero().squeeze(1)  # (Sp,)
-        in_pair = torch.zeros(n, dtype=torch.bool, device=dev)
-        in_pair[self.pair_index[sel_pairs].flatten()] = True  # (n,)
-        used = (sel[:n] | in_pair).nonzero().squeeze(1)  # (u,)
-        pos = torch.full((n,), -1, dtype=torch.long, device=dev)
-        pos[used] = torch.arange(used.numel(), device=dev)  # (n,) field -> position in used
-        proj_fields = in_pair.nonzero().squeeze(1)  # (q,)
-        ppos = torch.full((n,), -1, dtype=torch.long, device=dev)
-        ppos[proj_fields] = torch.arange(proj_fields.numel(), device=dev)  # (n,) field -> projected position
-        d = self.emb_dims[arch.tensor("emb", dev)]  # (n,)
-        sel_fields = sel[:n].nonzero().squeeze(1)  # (s,)
-        pieces, widths, groups = [], [], []
-        for dd in space.emb_dims:
-            f = sel_fields[d[sel_fields] == dd]  # (s_d,)
-            if f.numel():
-                pieces.append(f[torch.sort(ins[f], stable=True).indices])  # (s_d,) by (target, id)
-                widths.append(dd)
-        field_pos, field_widths = tuple(pos[p] for p in pieces), tuple(widths)
-        for fi, name in enumerate(space.functions):
-            for kk in space.proj_dims:
-                g = sel_pairs[(func[sel_pairs] == fi) & (k[sel_pairs] == kk)]  # (m,)
-                if g.numel():
-                    g = g[torch.sort(ins[n + g], stable=True).indices]  # (m,) by (target, id)
-                    ij = self.pair_index[g]  # (m, 2)
-                    groups.append(_PairGroup(name, kk, ppos[ij[:, 0]], ppos[ij[:, 1]]))
-                    pieces.append(g + n)
-                    widths.append(kk)
-        counts, route, ids = self._route(pieces, widths, ins)
-        mask = prefix_mask(d[used], self.embedding.table.embedding_dim)  # (u, De)
-        return _Plan(used, mask, field_pos, field_widths, proj_fields, pos[proj_fields],
-                     tuple(groups), counts, route, ids, arch.hidden)
+        """The plan of `arch`, read off its `ArchitectureLayout` (autoias_pl/layout.py): the field pieces are
+        the selected prefixes of its embedding groups, the pair pieces its pair groups, in the same order as
+        the standalone model's. Python over the vectors once, then one host tensor moved to the device."""
+        lay, pairs, n = arch.layout, self.space.pairs, self.space.num_fields
+        pos = {f: r for r, f in enumerate(lay.used)}  # field -> position in used
+        ppos = {f: r for r, f in enumerate(lay.proj_fields)}  # field -> position among the projected fields
+        pieces, widths, counts = [], [], []
+        for (w, vs), c in zip(lay.vector_groups, lay.counts, strict=True):
+            if vs:
+                pieces.append(vs)
+                widths.append(w)
+                counts.append(c)
+        num_field_pieces = sum(1 for s in lay.emb_selected if s)
+        route, ids = self._route(pieces, widths, counts)
+        # every index list, in one host tensor -> one copy to the device, then split into views
+        lists: list[Sequence[int]] = [lay.used, [lay.widths[i] for i in lay.used],  # used, d[used]
+                                      lay.proj_fields, [pos[i] for i in lay.proj_fields]]
+        lists += [[pos[i] for i in vs] for vs in pieces[:num_field_pieces]]
+        for vs in pieces[num_field_pieces:]:
+            lists += [[ppos[pairs[v - n][0]] for v in vs], [ppos[pairs[v - n][1]] for v in vs]]
+        lists += [v for per_target in ids for v in per_target if v is not None]
+        flat = [i for values in lists for i in values]
+        host = torch.tensor(flat, dtype=torch.long)  # (sum of lengths,)
+        views = iter(host.to(self.emb_dims.device).split([len(v) for v in lists]))
+        used, used_widths, proj_fields, proj_pos = next(views), next(views), next(views), next(views)
+        field_pos = tuple(next(views) for _ in range(num_field_pieces))
+        groups = tuple(_PairGroup(func, k, next(views), next(views)) for func, k, _ in lay.pair_groups)
+        device_ids = tuple(tuple(None if v is None else next(views) for v in group) for group in ids)
+        mask = prefix_mask(used_widths, self.embedding.table.embedding_dim)  # (u, De)
+        return _Plan(used, mask, field_pos, tuple(widths[:num_field_pieces]), proj_fields, proj_pos,
+                     groups, tuple(counts), route, device_ids, lay.hidden)
 
-    def _route(self, pieces: list[Tensor], widths: list[int], ins: Tensor) -> tuple[
-            tuple[tuple[int, ...], ...], tuple[tuple[tuple[int, ...], ...], ...], tuple[tuple[Tensor | None, ...], ...]]:
-        """Pieces (vector ids (m_p,), one width each) -> per piece its count per target; per target and width
-        group the pieces that contribute (in order) and the group's vector ids in input order."""
-        targets = self.space.num_layers + 1
-        counts = tuple(tuple(torch.bincount(ins[p], minlength=targets).tolist()) for p in pieces)
-        chunks = [p.split(c) for p, c in zip(pieces, counts, strict=True)]
-        all_ids = torch.arange(self.space.num_vectors, device=ins.device)  # (V,)
+    def _route(self, pieces: list[tuple[int, ...]], widths: list[int], counts: list[tuple[int, ...]]
+               ) -> tuple[tuple[tuple[tuple[int, ...], ...], ...], tuple[tuple[list[int] | None, ...], ...]]:
+        """Pieces (vector ids sorted by target, one width each) with their counts per target -> per target
+        and width group the pieces that contribute (in order) and the group's vector ids in input order
+        (None: all V in id order)."""
+        targets, num_vectors = self.space.num_layers + 1, self.space.num_vectors
+        starts = [[0] * targets for _ in counts]  # per piece: where each target's chunk begins
+        for s, c in zip(starts, counts, strict=True):
+            for t in range(1, targets):
+                s[t] = s[t - 1] + c[t - 1]
         route, ids = [], []
         for t in range(targets):
             by_width: dict[int, list[int]] = {}
@@ -177,12 +173,12 @@ class Supernet(nn.Module):
                 if counts[i][t]:
                     by_width.setdefault(w, []).append(i)
             route.append(tuple(tuple(by_width[w]) for w in sorted(by_width)))
-            group_ids = []
+            group_ids: list[list[int] | None] = []
             for members in route[-1]:
-                v = torch.cat([chunks[i][t] for i in members])  # (m,)
-                group_ids.append(None if v.numel() == all_ids.numel() and torch.equal(v, all_ids) else v)
+                v = [u for i in members for u in pieces[i][starts[i][t] : starts[i][t] + counts[i][t]]]
+                group_ids.append(None if len(v) == num_vectors and v == list(range(num_vectors)) else v)
             ids.append(tuple(group_ids))
-        return counts, tuple(route), tuple(ids)
+        return tuple(route), tuple(ids)
 
     # ----- forward -----
     def vectors(self, x: Tensor, plan: _Plan) -> list[list[Tensor]]:
