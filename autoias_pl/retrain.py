@@ -25,6 +25,8 @@ from autoias_pl.data.batch import CTRBatch
 from autoias_pl.io import atomic_write_text, run_dir
 from autoias_pl.metrics import ctr_metrics
 from autoias_pl.space import FUNCTIONS, Architecture, ArchitectureError, SearchSpace
+from autoias_pl.supernet.checkpoint import supernet_from_checkpoint
+from autoias_pl.supernet.export import export
 
 TEST_METRICS_FILE = "test_metrics.json"
 
@@ -72,6 +74,17 @@ def resolve_architecture(
     return arch
 
 
+def embedded_architecture(d: dict[str, Any], field_names: Sequence[str], schema_hash: str) -> Architecture:
+    """The architecture a checkpoint carries (`Architecture.to_json_dict()`), checked against this data."""
+    arch = Architecture.from_json_dict(d, source="architecture_json")
+    if arch.space.schema_hash != schema_hash or list(arch.space.field_names) != list(field_names):
+        raise ArchitectureError(
+            f"architecture_json: searched on data schema {arch.space.schema_hash!r} with fields "
+            f"{list(arch.space.field_names)}, but this data is {schema_hash!r} with {list(field_names)}"
+        )
+    return arch
+
+
 class AutoIASRetrain(LightningModule):
     """Train the standalone model of one architecture and report val/test AUC and logloss.
 
@@ -79,8 +92,14 @@ class AutoIASRetrain(LightningModule):
     `architecture`: a baseline name or a path to an architecture JSON (refused if searched on another data
     schema). `baseline_dim`, `baseline_hidden`, `baseline_layers`: embedding width, MLP width and depth of
     the baselines (the structure of each is in autoias_pl/baselines.py).
-    `init_from_search`: a search checkpoint; the model starts from its supernet's weights (via export)
-    instead of a fresh initialisation.
+    `init_from_search`: a search checkpoint; at the start of a fresh fit (`on_fit_start`, not when resuming
+    from a checkpoint) the model takes its supernet's weights (via export) instead of a fresh initialisation.
+
+    Self-contained checkpoints: `__init__` resolves the architecture once and stores it, as its JSON dict,
+    in the hyperparameter `architecture_json`, which takes precedence over `architecture` when given. So a
+    checkpoint rebuilds its model without reading any other file: `load_from_checkpoint` passes its
+    hyperparameters back to `__init__`, and `autoias test|predict|validate --ckpt_path` does too (LightningCLI
+    parses the checkpoint's hyperparameters over the config). `init_from_search` is only read at fit start.
     """
 
     def __init__(
@@ -94,22 +113,29 @@ class AutoIASRetrain(LightningModule):
         baseline_layers: int = 3,
         optimizer: OptimizerCallable = torch.optim.Adam,
         init_from_search: str | None = None,
+        architecture_json: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
-        self.arch = resolve_architecture(
-            architecture, field_names, schema_hash, baseline_dim, baseline_hidden, baseline_layers
-        )
         if len(vocab_sizes) != len(field_names):
             raise ValueError(f"{len(vocab_sizes)} vocab_sizes for {len(field_names)} field_names")
-        self.model = (
-            CTRModel(self.arch, vocab_sizes)
-            if init_from_search is None
-            else _export_from_search(init_from_search, self.arch, vocab_sizes, schema_hash)
-        )
+        if architecture_json is None:
+            self.arch = resolve_architecture(
+                architecture, field_names, schema_hash, baseline_dim, baseline_hidden, baseline_layers
+            )
+        else:
+            self.arch = embedded_architecture(architecture_json, field_names, schema_hash)
+        self.hparams["architecture_json"] = self.arch.to_json_dict()  # what a checkpoint rebuilds it from
+        self.model = CTRModel(self.arch, vocab_sizes)
         self.optimizer = optimizer
         self.val_metrics = ctr_metrics("val/")
         self.test_metrics = ctr_metrics("test/")
+
+    def on_fit_start(self) -> None:
+        """At the start of a fresh fit (not a resumed one: its weights are restored by now), copy the
+        weights of `init_from_search` into the model."""
+        if self.hparams.init_from_search is not None and self.trainer.ckpt_path is None:
+            init_from_search(self.model, self.hparams.init_from_search, self.arch)
 
     # ----- one shared step -----
     def _step(self, batch: CTRBatch, stage: str) -> Tensor:
@@ -158,21 +184,17 @@ class AutoIASRetrain(LightningModule):
         }
 
 
-def _export_from_search(path: str, arch: Architecture, vocab_sizes: Sequence[int], schema_hash: str) -> CTRModel:
-    """The standalone model of `arch` with weights exported from the supernet of search checkpoint `path`."""
-    from autoias_pl.search import AutoIASSearch
-    from autoias_pl.supernet.export import export
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"init_from_search {path}: no such checkpoint")
-    search = AutoIASSearch.load_from_checkpoint(path, map_location="cpu")
-    if search.hparams.schema_hash != schema_hash:
+def init_from_search(model: CTRModel, path: str, arch: Architecture) -> None:
+    """Overwrite `model` (the standalone model of `arch`) with `arch` exported from search checkpoint `path`."""
+    supernet = supernet_from_checkpoint(path)
+    schema_hash = arch.space.schema_hash
+    if supernet.space.schema_hash != schema_hash:
         raise ArchitectureError(
-            f"{path}: search checkpoint on data schema {search.hparams.schema_hash!r}, this data is {schema_hash!r}"
+            f"{path}: search checkpoint on data schema {supernet.space.schema_hash!r}, this data is {schema_hash!r}"
         )
-    if search.supernet.space != arch.space:
+    if supernet.space != arch.space:
         raise ArchitectureError(
             f"{path}: the architecture's search space differs from the checkpoint's; init_from_search needs "
             "an architecture JSON written by that search"
         )
-    return export(search.supernet, arch)
+    model.load_state_dict(export(supernet, arch).state_dict())  # copies onto the model's device

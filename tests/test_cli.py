@@ -11,7 +11,7 @@ import torch
 
 from autoias_pl.cli import main, run
 from autoias_pl.data.schema import Schema
-from autoias_pl.retrain import TEST_METRICS_FILE, AutoIASRetrain
+from autoias_pl.retrain import TEST_METRICS_FILE, AutoIASRetrain, init_from_search
 from autoias_pl.search import BEST_ARCH_FILE
 from autoias_pl.space import Architecture, ArchitectureError, SearchSpace
 
@@ -116,6 +116,7 @@ def test_init_from_search_starts_from_the_supernet(searched: Path, synth_dir: Pa
     ckpt, arch_path = searched / "checkpoints" / "last.ckpt", searched / BEST_ARCH_FILE
     module = AutoIASRetrain(schema.field_names, schema.vocab_sizes, schema.hash, str(arch_path),
                             init_from_search=str(ckpt))
+    init_from_search(module.model, str(ckpt), module.arch)  # what its on_fit_start does
     search = AutoIASSearch.load_from_checkpoint(ckpt, map_location="cpu")
     x = torch.stack([torch.randint(v, (64,)) for v in schema.vocab_sizes], 1)  # (64, n)
     with torch.no_grad():

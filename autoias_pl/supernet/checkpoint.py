@@ -1,0 +1,50 @@
+"""Read the supernet out of a search checkpoint without Lightning (nor the search module, nor the data).
+
+A search checkpoint (`autoias fit` with `autoias_pl.search.AutoIASSearch`) holds the search's init
+arguments in `hyper_parameters` (the space's candidates, `vocab_sizes`, `share_insert_blocks`) and the
+supernet's weights in `state_dict` under `supernet.`; that is all `supernet_from_checkpoint` reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autoias_pl.space import ArchitectureError, SearchSpace
+from autoias_pl.supernet.supernet import Supernet
+
+PREFIX = "supernet."
+SPACE_KEYS = ("field_names", "emb_dims", "proj_dims", "functions", "num_layers", "hidden_units",
+              "output_insertion", "schema_hash")
+
+
+def space_of(hparams: Mapping[str, Any], source: str = "<checkpoint>") -> SearchSpace:
+    """The search space of a search checkpoint's `hyper_parameters` (ArchitectureError if one is missing)."""
+    missing = [k for k in (*SPACE_KEYS, "vocab_sizes") if k not in hparams]
+    if missing:
+        raise ArchitectureError(f"{source}: not a search checkpoint (hyper_parameters lack {missing})")
+    h = hparams
+    return SearchSpace(tuple(h["field_names"]), tuple(h["emb_dims"]), tuple(h["proj_dims"]),
+                       tuple(h["functions"]), int(h["num_layers"]), tuple(h["hidden_units"]),
+                       bool(h["output_insertion"]), str(h["schema_hash"]))
+
+
+def supernet_from_checkpoint(path: str | Path) -> Supernet:
+    """The trained supernet (on CPU, float32 parameters) of the search checkpoint at `path`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such search checkpoint")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = ckpt.get("hyper_parameters") or {}
+    space = space_of(hparams, str(path))
+    weights = {k[len(PREFIX):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(PREFIX)}
+    if not weights:
+        raise ArchitectureError(f"{path}: not a search checkpoint (no {PREFIX}* weights in its state_dict)")
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the global RNG alone
+        net = Supernet(space, [int(v) for v in hparams["vocab_sizes"]],
+                       share_insert_blocks=bool(hparams.get("share_insert_blocks", False)))
+    net.load_state_dict(weights)
+    return net
