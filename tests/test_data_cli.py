@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from autoias_pl.data.cli import main
 from autoias_pl.data.schema import Schema
 from tests.test_prepare import AVAZU_HEAD, AVAZU_OK, criteo_row, write
+from tests.test_stream import DAMAGE
 
 
 @pytest.fixture
@@ -109,6 +111,19 @@ def test_synth_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
                         "--planted-pairs", "1", "--seed", "3"], capsys)
     assert code == 0, err
     assert Schema.load(tmp_path / "s").num_fields == 4
+
+
+@pytest.mark.parametrize("damage", ["truncated", "footer"])
+def test_inspect_names_a_damaged_shard_in_one_line(
+    synth_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    src = synth_factory(rows=3000, fields=4, planted_pairs=1, seed=1, rows_per_shard=1024, row_group_size=256)
+    data = Path(shutil.copytree(src, tmp_path / "data"))
+    shard = DAMAGE[damage](data / "val" / "part-00000.parquet")
+    code, _, err = run(["inspect", str(data)], capsys)
+    assert code == 2
+    assert err.splitlines() == [err.strip()] and err.startswith(f"autoias-data: error: {shard}: not a readable "
+                                                                f"parquet shard ("), err
 
 
 def test_data_tools_import_no_lightning() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 from autoias_pl.data.schema import FieldSpec, Schema, SchemaError
-from autoias_pl.data.shards import ShardWriter
+from autoias_pl.data.shards import ShardError, ShardWriter
 from autoias_pl.data.stream import ParquetStream, StreamLoader, _cap, plan_units, read_rows
 
 ROWS = {"train": 2503, "val": 777, "test": 10}
@@ -200,3 +202,106 @@ def test_eval_split_smaller_than_the_slots_still_feeds_every_rank(id_dir: Path) 
         assert len(ds) == sum(len(w) for w in batches) >= 1
         seen += flat(batches)
     assert Counter(seen) == Counter(range(ROWS["test"]))
+
+
+# --- damaged files: one line naming the file, exit code 2 (streamed here, by `autoias` and `autoias-data`) ---
+
+
+def truncate(path: Path) -> Path:
+    """Keep the first half of the file's bytes (a copy that stopped half way)."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def break_footer(path: Path) -> Path:
+    """Overwrite the footer's metadata (between the data pages and `<length>PAR1`) with junk."""
+    data = bytearray(path.read_bytes())
+    length = int.from_bytes(data[-8:-4], "little")
+    data[-8 - length : -8] = b"\xab" * length
+    path.write_bytes(bytes(data))
+    return path
+
+
+def break_pages(path: Path) -> Path:
+    """Overwrite the first data pages (the footer stays valid: the damage shows only when rows are read)."""
+    data = bytearray(path.read_bytes())
+    data[4:400] = b"\x07" * 396
+    path.write_bytes(bytes(data))
+    return path
+
+
+DAMAGE = {"truncated": truncate, "footer": break_footer, "pages": break_pages}
+
+
+@pytest.fixture
+def damaged_copy(synth_factory, tmp_path: Path) -> Path:
+    """A private copy of a tiny prepared dataset (train: 3 shards of 4 row groups) to damage."""
+    src = synth_factory(rows=3000, fields=4, planted_pairs=1, seed=1, rows_per_shard=1024, row_group_size=256)
+    return Path(shutil.copytree(src, tmp_path / "data"))
+
+
+def assert_one_line(message: str, path: Path) -> None:
+    assert message.startswith(f"{path}: not a readable parquet shard (") and "\n" not in message, message
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_shard_is_a_shard_error_naming_the_file(damaged_copy: Path, damage: str) -> None:
+    shard = DAMAGE[damage](damaged_copy / "train" / "part-00001.parquet")
+    with pytest.raises(ShardError) as error:  # footers are read when the stream is built, pages when read
+        list(ParquetStream(damaged_copy, "train", 128, rank=0, world_size=1))
+    assert_one_line(str(error.value), shard)
+    assert isinstance(error.value, SchemaError)
+
+
+def test_workers_hand_a_damaged_row_group_to_the_main_process_as_one_line(damaged_copy: Path) -> None:
+    """Without the forwarding the DataLoader re-raises with the worker's traceback inside the message."""
+    shard = break_pages(damaged_copy / "train" / "part-00002.parquet")
+    loader = StreamLoader(ParquetStream(damaged_copy, "train", 128, rank=0, world_size=1), num_workers=2)
+    with pytest.raises(ShardError) as error:
+        list(loader)
+    assert_one_line(str(error.value), shard)
+
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def autoias_error(capsys: pytest.CaptureFixture[str], subcommand: str, data: Path, *overrides: str) -> list[str]:
+    """Run `autoias <subcommand>` (retrain LR, one short epoch), expect exit code 2: its stderr lines."""
+    from autoias_pl.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([subcommand, "-c", str(CONFIGS / "data/synthetic.yaml"), "-c", str(CONFIGS / "retrain.yaml"),
+              "-c", str(CONFIGS / "trainer/cpu.yaml"), f"--data.data_dir={data}", "--data.batch_size=128",
+              "--data.eval_batch_size=512", "--model.init_args.architecture=lr", "--trainer.max_epochs=1",
+              "--trainer.logger=false", f"--trainer.default_root_dir={data.parent / 'runs'}",
+              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", *overrides])
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()  # (an uncaught error would not exit with 2)
+
+
+@pytest.mark.parametrize(("subcommand", "split", "damage", "workers"), [
+    ("fit", "train", "truncated", 0),
+    ("test", "test", "footer", 0),
+    ("fit", "train", "pages", 2),
+])
+def test_autoias_reports_a_damaged_shard_in_one_line(
+    damaged_copy: Path, capsys: pytest.CaptureFixture[str], subcommand: str, split: str, damage: str, workers: int
+) -> None:
+    shard = DAMAGE[damage](damaged_copy / split / "part-00000.parquet")
+    err = autoias_error(capsys, subcommand, damaged_copy, f"--data.num_workers={workers}")
+    assert err[-1].startswith("autoias: error: ")
+    assert_one_line(err[-1].removeprefix("autoias: error: "), shard)
+
+
+def test_autoias_refuses_an_architecture_file_of_another_version(
+    damaged_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The format version of an architecture JSON is checked through the command line too (space.py)."""
+    from autoias_pl.space import Architecture, SearchSpace
+
+    d = Architecture.teacher(SearchSpace.from_schema(Schema.load(damaged_copy))).to_json_dict()
+    d["autoias_architecture_version"] = 99
+    path = damaged_copy.parent / "old.json"
+    path.write_text(json.dumps(d))
+    err = autoias_error(capsys, "fit", damaged_copy, f"--model.init_args.architecture={path}")
+    assert err[-1].startswith(f"autoias: error: {path}: autoias_architecture_version 99, expected ")

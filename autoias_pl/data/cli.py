@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from autoias_pl.data.readers import DataFormatError, RawFormat, avazu_format, criteo_format, csv_format
 from autoias_pl.data.schema import LABEL, SPLITS, Schema, SchemaError
+from autoias_pl.data.shards import reading
 from autoias_pl.space import SearchSpace
 
 PROG = "autoias-data"
@@ -116,7 +117,8 @@ def positive_rates(directory: Path) -> dict[str, float | None]:
     for split in SPLITS:
         pos = rows = 0
         for shard in sorted((directory / split).glob("part-*.parquet")):
-            labels = pq.read_table(shard, columns=[LABEL])[LABEL].to_numpy()  # (R,) int8
+            with reading(shard):  # a truncated or corrupt shard: one line naming it, exit code 2
+                labels = pq.read_table(shard, columns=[LABEL])[LABEL].to_numpy()  # (R,) int8
             pos, rows = pos + int(np.count_nonzero(labels)), rows + len(labels)
         rates[split] = pos / rows if rows else None
     return rates

@@ -3,20 +3,43 @@
 Shared by `prepare` (raw logs) and `synth` (synthetic data), so both produce exactly the same layout:
 `DIR/{split}/part-NNNNN.parquet`, each shard at most `rows_per_shard` rows in row groups of
 `row_group_size` rows (the unit that the stream shuffles and splits across ranks and workers).
+Readers open shards inside `reading(path)`, so a truncated or corrupt shard is a `ShardError` naming the
+file (one line) instead of a pyarrow traceback.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from autoias_pl.data.schema import LABEL, shard_path
+from autoias_pl.data.schema import LABEL, SchemaError, shard_path
 
 DEFAULT_ROWS_PER_SHARD = 1_048_576
 DEFAULT_ROW_GROUP_SIZE = 65_536
+
+
+class ShardError(SchemaError):
+    """A parquet shard cannot be read (truncated, corrupt, not parquet); the message names the file."""
+
+
+@contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Turn pyarrow's errors while reading the shard `path` into a one-line `ShardError` naming it."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as e:
+        raise ShardError(f"{path}: not a readable parquet shard ({_one_line(e)})") from e
+
+
+def _one_line(error: BaseException) -> str:
+    """pyarrow's message on one printable line (thrift errors span lines and quote raw bytes)."""
+    text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def shard_arrow_schema(field_names: list[str]) -> pa.Schema:

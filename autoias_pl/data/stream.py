@@ -17,6 +17,10 @@ row group), planned once from the parquet footers. Three modes:
 
 Features are int64 (the `CTRBatch` contract; torch.gather and most index ops need int64), labels float32.
 Workers see `set_epoch` through a shared-memory tensor, so persistent workers follow the epoch too.
+A shard that pyarrow cannot read is a one-line `ShardError` naming the file: from the footers when the
+stream is built (truncated or corrupt footer), else when its row group is read. A worker hands that error
+to the main process as an item, and `StreamLoader` raises it there as it is (the DataLoader would re-raise
+it with the worker's traceback inside its message).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from autoias_pl.data.batch import CTRBatch
 from autoias_pl.data.schema import LABEL, Schema, SchemaError
+from autoias_pl.data.shards import ShardError, reading
 
 Mode = Literal["train", "eval", "endless"]
 _TAGS = {"train": 0, "eval": 1, "endless": 2}
@@ -58,7 +63,8 @@ def plan_units(directory: str | Path, split: str) -> list[Unit]:
         raise SchemaError(f"{folder}: split folder missing (is {directory} a prepared dataset?)")
     units = []
     for path in sorted(folder.glob("*.parquet")):
-        meta = pq.ParquetFile(path).metadata
+        with reading(path):
+            meta = pq.ParquetFile(path).metadata
         units += [Unit(str(path), g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
     return [u for u in units if u.rows > 0]
 
@@ -192,7 +198,7 @@ class ParquetStream(IterableDataset):
         if info is None:
             self.rank, self.world_size = self._resolve_rank()
             return self.iter_worker(0, 1)
-        return self.iter_worker(info.id, info.num_workers)
+        return _forward_errors(self.iter_worker(info.id, info.num_workers))
 
     def iter_worker(self, worker: int, workers: int) -> Iterator[CTRBatch]:
         """What dataloader worker `worker` of `workers` yields on this rank in the current epoch."""
@@ -254,6 +260,22 @@ class ParquetStream(IterableDataset):
             yield _batch(x, y)
 
 
+def _forward_errors(batches: Iterator[CTRBatch]) -> Iterator[CTRBatch | ShardError]:
+    """In a DataLoader worker: yield a `ShardError` as the last item instead of raising it."""
+    try:
+        yield from batches
+    except ShardError as e:
+        yield e
+
+
+def _raise_forwarded(items: Iterator[CTRBatch | ShardError]) -> Iterator[CTRBatch]:
+    """In the main process: raise a `ShardError` that a worker forwarded, with its one-line message."""
+    for item in items:
+        if isinstance(item, ShardError):
+            raise item
+        yield item
+
+
 def _batch(x: np.ndarray, y: np.ndarray) -> CTRBatch:
     """(B, n) int32 and (B,) float32 views -> a CTRBatch that owns its memory (int64 features)."""
     return CTRBatch(torch.from_numpy(x).long(), torch.from_numpy(y.copy()))
@@ -280,9 +302,10 @@ def read_units(
     block = np.empty((n, _BLOCK), dtype=np.int32)  # (n, BLOCK), stays in cache
     offset = len(head_y)
     for u in units:
-        if u.path not in files:
-            files[u.path] = pq.ParquetFile(u.path)
-        table = files[u.path].read_row_group(u.row_group, columns=[*field_names, LABEL], use_threads=False)
+        with reading(u.path):
+            if u.path not in files:
+                files[u.path] = pq.ParquetFile(u.path)
+            table = files[u.path].read_row_group(u.row_group, columns=[*field_names, LABEL], use_threads=False)
         if u.offset or u.rows != table.num_rows:
             table = table.slice(u.offset, u.rows).combine_chunks()
         columns = [c.to_numpy() for c in table.columns]  # zero-copy int32 views (one chunk per row group)
@@ -316,8 +339,9 @@ class StreamLoader(DataLoader):
     Lightning calls `set_epoch` only on samplers, never on an IterableDataset; this does it instead, in
     the main process before the workers start. The epoch is `epoch_fn()` (e.g. the trainer's
     `current_epoch`, so a resumed run replays the same order) or, when that is None or returns None, the
-    number of earlier `iter()` calls. `sampler`/`batch_sampler` exist only so that Lightning can rebuild
-    the loader (it does for predict); they must stay None.
+    number of earlier `iter()` calls. With workers, it raises the `ShardError` a worker forwarded (see the
+    module docstring). `sampler`/`batch_sampler` exist only so that Lightning can rebuild the loader (it
+    does for predict); they must stay None.
     """
 
     def __init__(
@@ -349,4 +373,5 @@ class StreamLoader(DataLoader):
         epoch = self.epoch_fn() if self.epoch_fn is not None else None
         self.dataset.set_epoch(self._iters if epoch is None else int(epoch))
         self._iters += 1
-        return super().__iter__()
+        iterator = super().__iter__()
+        return iterator if self.num_workers == 0 else _raise_forwarded(iterator)
