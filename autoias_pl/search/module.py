@@ -57,7 +57,7 @@ BEST_ARCH_FILE = "best_architecture.json"
 
 def adam(params: Iterable) -> torch.optim.Optimizer:
     """Adam, lr 1e-3 (paper 4.2.4): the default of both optimizers. fused=True: one kernel over all
-    parameters (DESIGN.md: ~2.4x faster optimizer steps on CPU; the search takes two supernet steps a batch)."""
+    parameters (~2.4x faster optimizer steps on CPU; the search takes two supernet steps a batch)."""
     return torch.optim.Adam(params, lr=1e-3, fused=True)
 
 
