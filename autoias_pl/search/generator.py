@@ -29,6 +29,13 @@ the last component, which nothing conditions on). The MLPs have three
 layers. The last layer and b start at zero, so every component starts uniform (select can instead start at
 P(select=1) = `init_select_prob`). Decisions of a component are computed and sampled in parallel, components
 in order, so the cost is linear in the number of decisions.
+
+`pair_decision="joint"` (our option; "separate" is the paper's factorisation) makes one categorical
+decision per pair over {off} + functions at the `func` component: its index 0 means "not selected", index
+f + 1 the function f. The pairs' `select` decisions then follow from it (forced, log-prob 0), so a pair's
+function gets credit while its selection is uncertain, and the cost of a pair no longer hides its best
+function (with "separate", P(select) of a planted pair is averaged over its mostly wrong functions).
+Internally `func` indices are then these joint indices; architectures are converted at the boundary.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +56,8 @@ _NUM_LOCAL: dict[str, int] = {"emb": 0, "proj": 2, "func": 3, "select": 4, "inse
 
 # (component, logits (n, D_c, C)) -> chosen candidate indices (n, D_c)
 Picker = Callable[[str, Tensor], Tensor]
+PairDecision = Literal["separate", "joint"]
+_FORCED = 1e4  # logit gap that makes a forced decision certain (log-prob 0, entropy 0 in float32)
 
 
 @dataclass
@@ -98,13 +108,18 @@ class ArchitectureGenerator(nn.Module):
         hidden_dim: int = 64,
         init_select_prob: float | None = None,
         decision_logit_scale: float = 10.0,
+        pair_decision: PairDecision = "separate",
     ) -> None:
         super().__init__()
-        self.space = space
+        if pair_decision not in ("separate", "joint"):
+            raise ValueError(f"pair_decision must be 'separate' or 'joint', got {pair_decision!r}")
+        self.space, self.joint = space, pair_decision == "joint"
         self.embed_dim = embed_dim
         self.decision_logit_scale = decision_logit_scale
         E = embed_dim
         ncand = {c: len(space.candidates(c)) for c in COMPONENTS}
+        if self.joint:
+            ncand["func"] += 1  # index 0: the pair is off
         # choice states of every component but the last (nothing conditions on it)
         self.choice = nn.ModuleDict({c: nn.Embedding(ncand[c], E) for c in COMPONENTS[:-1]})
         self.slot = nn.ParameterDict(
@@ -122,6 +137,9 @@ class ArchitectureGenerator(nn.Module):
                 raise ValueError(f"init_select_prob must be in (0, 1), got {init_select_prob}")
             with torch.no_grad():
                 self.policy["select"][-1].bias[1] = math.log(init_select_prob / (1.0 - init_select_prob))
+                if self.joint:  # P(off) = 1 - init_select_prob, the functions share the rest evenly
+                    on = init_select_prob / (ncand["func"] - 1)
+                    self.policy["func"][-1].bias[0] = math.log((1.0 - init_select_prob) / on)
         n, pairs = space.num_fields, space.pair_index  # (P, 2)
         fields = torch.arange(n)
         self.register_buffer("pair_i", pairs[:, 0].clone(), persistent=False)  # (P,)
@@ -176,6 +194,26 @@ class ArchitectureGenerator(nn.Module):
         idx = self._indices(archs)
         return self._rollout(len(archs), lambda c, _: idx[c])[1][component].softmax(-1)
 
+    def selection_probs(self) -> Tensor:
+        """P(select = 1) of every vector (V,) along the greedy path (fields, then pairs: 1 - P(off))."""
+        select = self.probs("select")[:, 1]  # (V,)
+        if not self.joint:
+            return select
+        n = self.space.num_fields
+        return torch.cat([select[:n], 1.0 - self.probs("func")[:, 0]])  # (V,)
+
+    def pair_choice_probs(self) -> Tensor:
+        """P(off), P(selected with function f) of every pair (P, 1 + |functions|) along the greedy path."""
+        if self.joint:
+            return self.probs("func")  # (P, 1 + F)
+        n, func = self.space.num_fields, self.probs("func")  # (P, F)
+        with torch.no_grad():
+            arch = self.greedy()
+            on = torch.stack([self.probs("select", [_with_func(arch, f)])[0, n:, 1]  # (P,) given function f
+                              for f in range(func.shape[1])], 1)  # (P, F)
+        both = func * on  # (P, F)
+        return torch.cat([1.0 - both.sum(1, keepdim=True), both], 1)  # (P, 1 + F)
+
     # ----- internals -----
     def _greedy_logits(self) -> dict[str, Tensor]:
         return self._rollout(1, lambda c, logits: logits.argmax(-1))[1]
@@ -188,6 +226,11 @@ class ArchitectureGenerator(nn.Module):
         logits: dict[str, Tensor] = {}
         for comp in COMPONENTS:
             logits[comp] = self._logits(comp, n, idx, states)
+            if comp == "select" and self.joint:  # the pairs' selection follows their joint decision
+                on = (idx["func"] > 0).unsqueeze(-1)  # (n, P, 1)
+                forced = torch.where(on, logits[comp].new_tensor([-_FORCED, 0.0]),
+                                     logits[comp].new_tensor([0.0, -_FORCED]))  # (n, P, 2)
+                logits[comp] = torch.cat([logits[comp][:, : self.space.num_fields], forced], 1)  # (n, V, 2)
             idx[comp] = pick(comp, logits[comp])
             if comp in self.choice:
                 states[comp] = self.choice[comp](idx[comp])  # (n, D_c, E)
@@ -232,12 +275,27 @@ class ArchitectureGenerator(nn.Module):
                     f"architecture over fields {a.space.field_names[:3]}... does not belong to the generator's "
                     f"space over {self.space.field_names[:3]}... (or its candidate sets differ)"
                 )
-        return {
+        idx = {
             c: torch.tensor([a.indices(c) for a in archs], dtype=torch.long, device=self.device)
             for c in COMPONENTS
         }
+        if self.joint:  # (n, P): 0 = off, else function + 1
+            idx["func"] = (idx["func"] + 1) * idx["select"][:, self.space.num_fields :]
+        return idx
 
     def _to_architectures(self, idx: dict[str, Tensor]) -> list[Architecture]:
+        if self.joint:  # joint pair indices -> function (any, 0, when off) and the pair's selection
+            n = self.space.num_fields
+            pair = idx["func"]  # (k, P)
+            idx = dict(idx, func=(pair - 1).clamp_min(0),
+                       select=torch.cat([idx["select"][:, :n], (pair > 0).long()], 1))
         rows = {c: idx[c].cpu().tolist() for c in COMPONENTS}  # c -> n lists of D_c ints
         n = len(rows[COMPONENTS[0]])
         return [Architecture(self.space, tuple(tuple(rows[c][k]) for c in COMPONENTS)) for k in range(n)]
+
+
+def _with_func(arch: Architecture, f: int) -> Architecture:
+    """`arch` with every pair's function set to candidate f."""
+    c = COMPONENTS.index("func")
+    choices = arch.choices[:c] + ((f,) * len(arch.choices[c]),) + arch.choices[c + 1 :]
+    return Architecture(arch.space, choices)

@@ -23,13 +23,14 @@ reward's cost term, equal to val/auc when cost_weight = 0); the best by val/scor
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
@@ -38,20 +39,20 @@ from autoias_pl.auc import batched_auc
 from autoias_pl.data.batch import CTRBatch
 from autoias_pl.io import run_dir
 from autoias_pl.metrics import ctr_metrics
-from autoias_pl.search.generator import ArchitectureGenerator
+from autoias_pl.search.callbacks import BestArchitectureWriter, SearchViews
+from autoias_pl.search.generator import ArchitectureGenerator, PairDecision
 from autoias_pl.search.reward import (
     BaselineKind,
     RewardShaper,
+    budget_excess,
     kd_student_loss,
     phase_generator,
     reinforce_loss,
     selection_cost,
 )
-from autoias_pl.search.views import log_search_views
 from autoias_pl.space import COMPONENTS, FUNCTIONS, Architecture, SearchSpace
 from autoias_pl.supernet.supernet import Supernet
 
-OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]  # = lightning.pytorch.cli.OptimizerCallable
 BEST_ARCH_FILE = "best_architecture.json"
 
 
@@ -98,6 +99,9 @@ class AutoIASSearch(LightningModule):
         init_std: float = 0.01,
         share_insert_blocks: bool = False,
         seed: int = 0,
+        pair_decision: PairDecision = "separate",
+        max_params: int | None = None,
+        max_macs: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["supernet_optimizer", "generator_optimizer"])
@@ -117,7 +121,8 @@ class AutoIASSearch(LightningModule):
             torch.manual_seed(seed)
             self.supernet = Supernet(self.space, self.vocab_sizes, init_std, share_insert_blocks=share_insert_blocks)
             self.generator = ArchitectureGenerator(self.space, generator_embed_dim, generator_hidden_dim,
-                                                   init_select_prob)
+                                                   init_select_prob, pair_decision=pair_decision)
+        self.max_params, self.max_macs = max_params, max_macs
         self.shaper = RewardShaper(baseline, alpha_tau, reward_scaling)
         self.register_buffer("batch_count", torch.zeros((), dtype=torch.long))
         self.teacher = Architecture.teacher(self.space)
@@ -125,6 +130,8 @@ class AutoIASSearch(LightningModule):
         self.best_score = -math.inf  # best val/score (val/auc - cost term)
         self.best_architecture: Architecture | None = None
         self._val_arch: Architecture | None = None
+        self.best_scored: tuple[float, Architecture] | None = None  # best reward objective of a scored arch
+        self.archs_scored = 0
         self._reward_set: CTRBatch | None = None
         self._best_path: Path | None = None
         self._decisions = {c: self.space.num_decisions(c) for c in COMPONENTS}
@@ -164,7 +171,7 @@ class AutoIASSearch(LightningModule):
         step = int(self.batch_count)
         teacher_prob = self._teacher_phase(train, sup_opt, step)
         self._student_phase(train, teacher_prob, sup_opt, step)
-        if self.sampler == "generator" and step >= self.warmup_batches:
+        if step >= self.warmup_batches:
             self._generator_phase(reward, gen_opt, step)
         self.batch_count += 1
 
@@ -197,28 +204,51 @@ class AutoIASSearch(LightningModule):
         with torch.no_grad():
             return self.generator.sample(self.num_students, rng).architectures
 
+    def objective(self, archs: list[Architecture], auc: Tensor) -> Tensor:
+        """The search objective (M,) float64: AUC minus the optional cost term and size-budget excess."""
+        out = auc.double()
+        if self.cost_weight:
+            out = out - self.cost_weight * selection_cost(archs)
+        if self.max_params or self.max_macs:
+            out = out - budget_excess(archs, self.vocab_sizes, self.max_params, self.max_macs)
+        return out
+
     def _generator_phase(self, reward: CTRBatch | None, opt: Any, step: int) -> None:
-        """Eq. 20-23: M architectures, their AUC on the reward rows, a REINFORCE step of the generator."""
+        """Eq. 20-23: M architectures, their AUC on the reward rows, a REINFORCE step of the generator.
+        With sampler="uniform" the M architectures are uniform draws, scored the same way, and no step is
+        taken (random search); both keep the best-scoring architecture seen (`best_scored`)."""
         rows = self._reward_set if self.reward_rows > 0 else reward
         if rows is None:
             raise ValueError("reward_rows=0 takes each step's reward batch from the reward stream: use "
                              "CTRDataModule(reward_stream=True) (a dict batch with 'train' and 'reward')")
         rows = CTRBatch(rows.features.to(self.device), rows.labels.to(self.device))  # no-op when already there
-        sample = self.generator.sample(self.num_reward_archs, phase_generator(self.seed, step, "rewards"))
+        rng = phase_generator(self.seed, step, "rewards")
+        if self.sampler == "uniform":
+            archs, sample = [Architecture.uniform_random(self.space, rng) for _ in range(self.num_reward_archs)], None
+        else:
+            sample = self.generator.sample(self.num_reward_archs, rng)
+            archs = sample.architectures
         with torch.no_grad():
-            scores = torch.stack([self.supernet(rows.features, a) for a in sample.architectures])  # (M, b)
+            scores = torch.stack([self.supernet(rows.features, a) for a in archs])  # (M, b)
             scores, labels = self._gather_scores(scores, rows.labels)  # (M, R), (R,)
             auc = batched_auc(scores, labels).cpu()  # (M,) float64, beside the CPU cost term
         if torch.isnan(auc).any():  # a single class in the reward rows: no reward, no update
             return
-        rewards = auc - self.cost_weight * selection_cost(sample.architectures) if self.cost_weight else auc
-        baseline = self.shaper.baseline if self.shaper.steps > 0 else float(rewards.mean())
-        adv = self.shaper(rewards)  # (M,)
-        loss = reinforce_loss(sample.log_prob, adv, sample.entropy, self.entropy_weight, self._decisions)
-        self._step(loss, opt, "generator", step)
-        logs = {"search/reward": rewards.mean() - baseline, "search/baseline": baseline,
-                "search/auc": auc.mean(), "search/generator_loss": loss.detach()}
-        logs.update({f"search/entropy/{c}": h.detach().mean() for c, h in sample.entropy.items()})
+        rewards = self.objective(archs, auc)  # (M,)
+        self.archs_scored += len(archs)
+        top = int(rewards.argmax())
+        if self.best_scored is None or float(rewards[top]) > self.best_scored[0]:
+            self.best_scored = (float(rewards[top]), archs[top])
+        logs = {"search/auc": auc.mean(), "search/best_scored": self.best_scored[0],
+                "search/archs_scored": float(self.archs_scored)}
+        if sample is not None:
+            baseline = self.shaper.baseline if self.shaper.steps > 0 else float(rewards.mean())
+            adv = self.shaper(rewards)  # (M,)
+            loss = reinforce_loss(sample.log_prob, adv, sample.entropy, self.entropy_weight, self._decisions)
+            self._step(loss, opt, "generator", step)
+            logs |= {"search/reward": rewards.mean() - baseline, "search/baseline": baseline,
+                     "search/generator_loss": loss.detach()}
+            logs |= {f"search/entropy/{c}": h.detach().mean() for c, h in sample.entropy.items()}
         self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in logs.items()})
 
     def _gather_scores(self, scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -242,8 +272,15 @@ class AutoIASSearch(LightningModule):
         opt.zero_grad(set_to_none=True)
 
     # ----- validation: the generator's greedy architecture on the whole validation split -----
+    def candidate(self) -> Architecture:
+        """The architecture validation scores: the generator's greedy one, or with sampler="uniform" the
+        best one random search has scored (the untrained generator's greedy one before any)."""
+        if self.sampler == "uniform" and self.best_scored is not None:
+            return self.best_scored[1]
+        return self.generator.greedy()
+
     def on_validation_epoch_start(self) -> None:
-        self._val_arch = self.generator.greedy()
+        self._val_arch = self.candidate()
         self.val_metrics.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -255,7 +292,7 @@ class AutoIASSearch(LightningModule):
         arch = self._val_arch
         params = arch.num_params(self.vocab_sizes)
         # the search objective: val/auc minus the same cost term as the reward (= val/auc when cost_weight = 0)
-        score = scores["val/auc"] - self.cost_weight * float(selection_cost([arch])[0])
+        score = float(self.objective([arch], torch.tensor([scores["val/auc"]]))[0])
         self.log_dict({"val/auc": scores["val/auc"], "val/logloss": scores["val/logloss"],
                        "val/params": float(params), "val/score": score}, sync_dist=True, prog_bar=True)
         if self.trainer.sanity_checking:
@@ -265,11 +302,10 @@ class AutoIASSearch(LightningModule):
             self.best_architecture = Architecture(self.space, arch.choices, {
                 "epoch": self.current_epoch, "val_auc": scores["val/auc"], "val_logloss": scores["val/logloss"],
                 "val_score": score, "step": self.global_step, "batch": int(self.batch_count)})
-            if self.trainer.is_global_zero:
-                self.best_architecture.save(self.best_architecture_path, self.vocab_sizes)
-        if self.trainer.is_global_zero and isinstance(self.logger, TensorBoardLogger):
-            log_search_views(self.logger.experiment, self.generator, arch, self.vocab_sizes, self.global_step,
-                             f"epoch {self.current_epoch}: val/auc {scores['val/auc']:.5f}")
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The best-architecture file and the TensorBoard views (search/callbacks.py)."""
+        return [BestArchitectureWriter(), SearchViews()]
 
     @property
     def best_architecture_path(self) -> Path:
@@ -290,14 +326,20 @@ class AutoIASSearch(LightningModule):
     # ----- checkpoint: best so far (buffers and optimizers are saved by Lightning) -----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         best = self.best_architecture
+        scored = self.best_scored
         checkpoint["autoias_search"] = {"best_score": self.best_score,
-                                        "best_architecture": None if best is None else best.to_json_dict()}
+                                        "best_architecture": None if best is None else best.to_json_dict(),
+                                        "best_scored": None if scored is None else [scored[0], scored[1].to_json_dict()],
+                                        "archs_scored": self.archs_scored}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("autoias_search", {})
         self.best_score = state.get("best_score", -math.inf)
         best = state.get("best_architecture")
         self.best_architecture = None if best is None else Architecture.from_json_dict(best, "checkpoint")
+        scored = state.get("best_scored")
+        self.best_scored = None if scored is None else (scored[0], Architecture.from_json_dict(scored[1], "checkpoint"))
+        self.archs_scored = state.get("archs_scored", 0)
 
 
 def _unpack(batch: Any) -> tuple[CTRBatch, CTRBatch | None]:

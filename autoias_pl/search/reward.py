@@ -4,7 +4,8 @@
 - `RewardShaper`: reward -> advantage. "ema" is the paper's baseline (eq. 22-23); "leave_one_out" uses the
   mean reward of the step's other M - 1 architectures; optional scaling by a running std. Its state lives in
   buffers, so it travels in checkpoints and is identical across DDP ranks that see identical rewards.
-- `selection_cost`: the fraction of candidate vectors an architecture selects (the optional cost term).
+- `selection_cost`: the fraction of candidate vectors an architecture selects (the optional cost term);
+  `budget_excess`: the relative excess over a parameter or MACs budget (the optional size budget).
 - `reinforce_loss`: eq. 20 with an optional entropy bonus.
 - `phase_generator`: the torch.Generator of one (seed, batch, phase), so every DDP rank draws the same.
 """
@@ -37,6 +38,20 @@ def kd_student_loss(
     soft = F.binary_cross_entropy_with_logits(logits, teacher_prob)
     hard = F.binary_cross_entropy_with_logits(logits, labels)
     return beta * soft + (1.0 - beta) * hard, soft, hard
+
+
+def budget_excess(archs: Sequence[Architecture], vocab_sizes: Sequence[int], max_params: int | None,
+                  max_macs: int | None) -> Tensor:
+    """Relative excess over the size budgets, summed: (M,) float64, 0 for an architecture within them.
+
+    max(0, params / max_params - 1) + max(0, MACs / max_macs - 1); a budget of None does not count."""
+    out = torch.zeros(len(archs), dtype=torch.float64)
+    for k, a in enumerate(archs):
+        if max_params:
+            out[k] += max(0.0, a.num_params(vocab_sizes) / max_params - 1.0)
+        if max_macs:
+            out[k] += max(0.0, a.num_macs() / max_macs - 1.0)
+    return out
 
 
 def selection_cost(archs: Sequence[Architecture]) -> Tensor:

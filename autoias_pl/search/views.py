@@ -99,7 +99,7 @@ def log_search_views(experiment: Any, generator: ArchitectureGenerator, arch: Ar
                      vocab_sizes: Sequence[int], step: int, title: str = "") -> None:
     """Add the three figures and the architecture text to a TensorBoard SummaryWriter."""
     space = generator.space
-    select = generator.probs("select")[:, 1]  # (V,)
+    select = generator.selection_probs()  # (V,)
     figures = {
         "search/pair_selection": pair_selection_figure(space, select),
         "search/embedding_dims": embedding_dims_figure(space, generator.probs("emb")),

@@ -1,0 +1,114 @@
+"""The search's options beyond the paper: one joint decision per pair, random search that keeps its best,
+and size budgets in the objective."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoias_pl.search.generator import ArchitectureGenerator
+from autoias_pl.search.reward import budget_excess
+from autoias_pl.space import COMPONENTS, Architecture, SearchSpace
+from tests.test_search import data, make, trainer  # noqa: F401  (the `data` fixture)
+
+SPACE = SearchSpace(tuple(f"F{i}" for i in range(5)), emb_dims=(2, 4), proj_dims=(2, 4), num_layers=2,
+                    hidden_units=(4, 8))
+
+
+def joint(seed: int = 0) -> ArchitectureGenerator:
+    torch.manual_seed(seed)
+    gen = ArchitectureGenerator(SPACE, pair_decision="joint")
+    with torch.no_grad():  # leave the uniform start: random logits everywhere
+        for p in gen.parameters():
+            p.add_(0.5 * torch.randn(p.shape))
+    return gen
+
+
+def test_joint_pairs_select_exactly_the_pairs_that_are_not_off() -> None:
+    gen, n = joint(), SPACE.num_fields
+    s = gen.sample(64, torch.Generator().manual_seed(1))
+    pair = s.indices["func"]  # (64, P) joint indices: 0 = off
+    assert pair.max() == len(SPACE.functions) and pair.min() == 0  # every candidate, "off" included, is drawn
+    for k, a in enumerate(s.architectures):
+        assert [int(b) for b in a.selected[n:]] == (pair[k] > 0).long().tolist()
+        assert [f for f, on in zip(a.indices("func"), pair[k].tolist(), strict=True) if on] == \
+               [j - 1 for j in pair[k].tolist() if j]
+
+
+def test_joint_log_prob_is_the_sampling_log_prob_and_counts_each_pair_once() -> None:
+    gen, n = joint(), SPACE.num_fields
+    s = gen.sample(8, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(gen.log_prob(s.architectures), s.log_prob)
+    # reference: sum of log pi over every decision, with the pair select decisions excluded (they are forced)
+    ref = []
+    for a in s.architectures:
+        total = 0.0
+        for c in COMPONENTS:
+            logp = gen.probs(c, [a])[0].log()  # (D_c, C)
+            idx = gen._indices([a])[c][0]
+            rows = range(n) if c == "select" else range(logp.shape[0])
+            total += sum(float(logp[d, idx[d]]) for d in rows)
+        ref.append(total)
+    torch.testing.assert_close(s.log_prob.double(), torch.tensor(ref, dtype=torch.float64), atol=1e-4, rtol=0)
+
+
+def test_joint_selection_probs_are_one_minus_off() -> None:
+    gen, n = joint(), SPACE.num_fields
+    probs = gen.pair_choice_probs()  # (P, 1 + F)
+    assert probs.shape == (SPACE.num_pairs, 1 + len(SPACE.functions))
+    torch.testing.assert_close(probs.sum(1), torch.ones(SPACE.num_pairs))
+    torch.testing.assert_close(gen.selection_probs()[n:], 1.0 - probs[:, 0])
+
+
+def test_separate_pair_choice_probs_factorise_select_and_function() -> None:
+    torch.manual_seed(0)
+    gen, n = ArchitectureGenerator(SPACE), SPACE.num_fields
+    with torch.no_grad():
+        gen.bias["select"][n + 2, 1] = 0.3  # pair 2 more likely selected, pair 5 more likely "max"
+        gen.bias["func"][5, 3] = 0.2
+    probs = gen.pair_choice_probs()
+    torch.testing.assert_close(probs.sum(1), torch.ones(SPACE.num_pairs))
+    sel = gen.probs("select")[n:, 1]
+    torch.testing.assert_close(probs[:, 0], 1.0 - sel, atol=1e-5, rtol=0)  # select does not see func here
+    torch.testing.assert_close(probs[5, 1:], sel[5] * gen.probs("func")[5], atol=1e-5, rtol=0)
+
+
+def test_init_select_prob_in_joint_mode() -> None:
+    gen = ArchitectureGenerator(SPACE, init_select_prob=0.2, pair_decision="joint")
+    probs = gen.pair_choice_probs()
+    torch.testing.assert_close(probs[:, 0], torch.full((SPACE.num_pairs,), 0.8))
+    torch.testing.assert_close(probs[:, 1:], torch.full((SPACE.num_pairs, 4), 0.05))
+
+
+def test_budget_excess_is_relative_and_zero_within_budget() -> None:
+    vocab = [10] * 5
+    a, t = Architecture.uniform_random(SPACE, torch.Generator().manual_seed(0)), Architecture.teacher(SPACE)
+    pa, pt = a.num_params(vocab), t.num_params(vocab)
+    got = budget_excess([a, t], vocab, max_params=pa, max_macs=None)
+    assert got[0] == 0.0 and got[1] == pytest.approx(pt / pa - 1.0)
+    both = budget_excess([t], vocab, max_params=pa, max_macs=t.num_macs() // 2)
+    assert both[0] == pytest.approx(pt / pa - 1.0 + t.num_macs() / (t.num_macs() // 2) - 1.0)
+    assert budget_excess([t], vocab, None, None)[0] == 0.0
+
+
+def test_random_search_keeps_the_best_architecture_it_scored(tmp_path: Path, data) -> None:  # noqa: F811
+    module = make(sampler="uniform", num_reward_archs=4)
+    trainer(tmp_path, epochs=2).fit(module, datamodule=data)
+    assert module.archs_scored == 4 * 2 * 8  # 8 batches of 256 rows a epoch, 4 architectures each
+    score, best = module.best_scored
+    assert module._val_arch == best  # validation scores the best scored architecture, not a greedy one
+    rows = module._reward_set
+    with torch.no_grad():
+        from autoias_pl.auc import batched_auc
+        again = batched_auc(module.supernet(rows.features, best)[None], rows.labels)
+    assert module.best_architecture is not None and score <= 1.0 and 0.0 < float(again[0]) <= 1.0
+    assert sum(p.abs().sum() for p in module.generator.bias.values()) == 0  # the generator never moved
+
+
+def test_a_params_budget_shrinks_the_objective_of_a_large_architecture() -> None:
+    module = make(max_params=500)
+    t = Architecture.teacher(module.space)
+    got = module.objective([t], torch.tensor([0.7], dtype=torch.float64))
+    assert float(got[0]) == pytest.approx(0.7 - (t.num_params(module.vocab_sizes) / 500 - 1.0))
