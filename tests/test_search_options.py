@@ -112,3 +112,14 @@ def test_a_params_budget_shrinks_the_objective_of_a_large_architecture() -> None
     t = Architecture.teacher(module.space)
     got = module.objective([t], torch.tensor([0.7], dtype=torch.float64))
     assert float(got[0]) == pytest.approx(0.7 - (t.num_params(module.vocab_sizes) / 500 - 1.0))
+
+
+def test_uniform_teacher_draws_functions_per_batch_and_keeps_the_rest_of_the_teacher() -> None:
+    module = make(teacher_functions="uniform")
+    a, b = module.teacher_of(0), module.teacher_of(1)
+    assert a == module.teacher_of(0) and a != b  # a function of (seed, batch), not of the call
+    c = COMPONENTS.index("func")
+    for arch in (a, b):
+        assert arch.choices[:c] + arch.choices[c + 1:] == module.teacher.choices[:c] + module.teacher.choices[c + 1:]
+    assert len(set(a.indices("func"))) > 1
+    assert make().teacher_of(3) is make().teacher  # the paper's: concat everywhere

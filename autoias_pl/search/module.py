@@ -102,6 +102,7 @@ class AutoIASSearch(LightningModule):
         pair_decision: PairDecision = "separate",
         max_params: int | None = None,
         max_macs: int | None = None,
+        teacher_functions: Literal["concat", "uniform"] = "concat",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["supernet_optimizer", "generator_optimizer"])
@@ -125,7 +126,9 @@ class AutoIASSearch(LightningModule):
         self.max_params, self.max_macs = max_params, max_macs
         self.shaper = RewardShaper(baseline, alpha_tau, reward_scaling)
         self.register_buffer("batch_count", torch.zeros((), dtype=torch.long))
-        self.teacher = Architecture.teacher(self.space)
+        if teacher_functions not in ("concat", "uniform"):
+            raise ValueError(f"teacher_functions must be 'concat' or 'uniform', got {teacher_functions!r}")
+        self.teacher, self.teacher_functions = Architecture.teacher(self.space), teacher_functions
         self.val_metrics = ctr_metrics("val/")
         self.best_score = -math.inf  # best val/score (val/auc - cost term)
         self.best_architecture: Architecture | None = None
@@ -177,11 +180,23 @@ class AutoIASSearch(LightningModule):
 
     def _teacher_phase(self, batch: CTRBatch, opt: Any, step: int) -> Tensor:
         """Eq. 10-12: one teacher step; returns the updated teacher's probabilities (B,) as soft labels."""
-        loss = F.binary_cross_entropy_with_logits(self.supernet(batch.features, self.teacher), batch.labels)
+        teacher = self.teacher_of(step)
+        loss = F.binary_cross_entropy_with_logits(self.supernet(batch.features, teacher), batch.labels)
         self._step(loss, opt, "teacher", step)
         self.log("train/teacher_loss", loss.detach(), prog_bar=True)
         with torch.no_grad():
-            return torch.sigmoid(self.supernet(batch.features, self.teacher))  # (B,)
+            return torch.sigmoid(self.supernet(batch.features, teacher))  # (B,)
+
+    def teacher_of(self, step: int) -> Architecture:
+        """The largest architecture (paper 3.3.1: concat everywhere), or with teacher_functions="uniform" the
+        same with each pair's function drawn uniformly per batch: the full-width steps then train every
+        function's use of the shared projections, instead of tuning them to concat alone."""
+        if self.teacher_functions == "concat":
+            return self.teacher
+        rng = phase_generator(self.seed, step, "teacher")
+        func = torch.randint(len(self.space.functions), (self.space.num_pairs,), generator=rng)
+        c = COMPONENTS.index("func")
+        return Architecture(self.space, self.teacher.choices[:c] + (tuple(func.tolist()),) + self.teacher.choices[c + 1:])
 
     def _student_phase(self, batch: CTRBatch, teacher_prob: Tensor, opt: Any, step: int) -> None:
         """Eq. 13-16: N students, the mean of their KD losses, one supernet step (one backward)."""
