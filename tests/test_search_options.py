@@ -122,4 +122,5 @@ def test_uniform_teacher_draws_functions_per_batch_and_keeps_the_rest_of_the_tea
     for arch in (a, b):
         assert arch.choices[:c] + arch.choices[c + 1:] == module.teacher.choices[:c] + module.teacher.choices[c + 1:]
     assert len(set(a.indices("func"))) > 1
-    assert make().teacher_of(3) is make().teacher  # the paper's: concat everywhere
+    paper = make()
+    assert paper.teacher_of(3) is paper.teacher  # the paper's: concat everywhere
