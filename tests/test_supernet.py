@@ -70,22 +70,145 @@ def random_archs(space: SearchSpace, count: int, seed: int = 0) -> list[Architec
     return [Architecture.uniform_random(space, g) for _ in range(count)]
 
 
-def test_export_matches_supernet_and_num_params(space: SearchSpace) -> None:
+# Export parity tolerances, with inits where a wrong slice shows: at init_std 0.01 zeroing a whole embedding
+# table moves float32 logits by as little as 1e-7, so the comparisons run in float64 at init_std 0.3 and in
+# float32 at init_std 1.0; `test_parity_check_catches_a_corrupted_export` proves that these tolerances fail
+# on one corrupted slice. Observed parity errors: ~1e-16 (float64), <= 1e-7 (float32).
+PARITY = {torch.float64: (0.3, 1e-10), torch.float32: (1.0, 1e-6)}  # dtype -> (init_std, atol)
+
+
+def parity_net(space: SearchSpace, dtype: torch.dtype, **kw: object) -> Supernet:
     torch.manual_seed(0)
-    net = Supernet(space, VOCAB6, init_std=0.3).double()  # large embeddings: a sensitive comparison
+    return Supernet(space, VOCAB6, init_std=PARITY[dtype][0], **kw).to(dtype)
+
+
+def parity_error(model: CTRModel, net: Supernet, x: torch.Tensor, arch: Architecture) -> float:
+    with torch.no_grad():
+        return float((model(x) - net(x, arch)).abs().max())
+
+
+def test_export_matches_supernet_and_num_params(space: SearchSpace) -> None:
+    net = parity_net(space, torch.float64)  # large embeddings: a sensitive comparison
     x = ids(VOCAB6, 16)
     for arch in edge_archs(space) + random_archs(space, 20):
         model = export(net, arch)
-        torch.testing.assert_close(model(x), net(x, arch), rtol=0, atol=1e-10)
+        torch.testing.assert_close(model(x), net(x, arch), rtol=0, atol=PARITY[torch.float64][1])
         assert sum(q.numel() for q in model.parameters()) == arch.num_params(VOCAB6)
         assert sum(q.numel() for q in CTRModel(arch, VOCAB6).parameters()) == arch.num_params(VOCAB6)
 
 
 def test_export_float32_within_1e5() -> None:
     space = SearchSpace(fields(6))
-    net, x = Supernet(space, VOCAB6), ids(VOCAB6, 64)
-    for arch in random_archs(space, 5, seed=3):
-        assert (export(net, arch)(x) - net(x, arch)).abs().max() < 1e-5
+    net, x = parity_net(space, torch.float32), ids(VOCAB6, 64)
+    for arch in random_archs(space, 5, seed=3) + edge_archs(space):
+        model = export(net, arch)
+        assert model.readout.weight.dtype == torch.float32
+        assert (model(x) - net(x, arch)).abs().max() < 1e-5
+        assert parity_error(model, net, x, arch) < PARITY[torch.float32][1]
+
+
+def _field_rows(model: CTRModel, group: int, pos: int) -> slice:
+    """Rows of the pos-th field of embedding group `group` in that group's table."""
+    fields = model.layout.emb_groups[group][1]
+    start = sum(model.vocab_sizes[i] for i in fields[:pos])
+    return slice(start, start + model.vocab_sizes[fields[pos]])
+
+
+def _swap(t: torch.Tensor, dim: int, a: int, b: int) -> None:
+    i, j = t.select(dim, a).clone(), t.select(dim, b).clone()
+    t.select(dim, a).copy_(j)
+    t.select(dim, b).copy_(i)
+
+
+def _zero_field(m: CTRModel) -> bool:  # one field's embedding rows lost (e.g. a wrong offset past the table)
+    m.tables[0].weight[_field_rows(m, 0, 0)] = 0
+    return True
+
+
+def _shift_field(m: CTRModel) -> bool:  # an off-by-one offset: the field reads its neighbour's rows
+    m.tables[0].weight[_field_rows(m, 0, 0)] = m.tables[0].weight[_field_rows(m, 0, 0)].roll(1, 0)
+    return True
+
+
+def _last_emb_column(m: CTRModel) -> bool:  # the embedding slice [:d - 1] instead of [:d]
+    m.tables[-1].weight[:, -1] = 0
+    return True
+
+
+def _swap_projection_rows(m: CTRModel) -> bool:  # rows of W_i read in the wrong order
+    w = next((w for w in m.projections if w.shape[1] >= 2), None)
+    if w is None:
+        return False
+    _swap(w.data, 1, 0, 1)
+    return True
+
+
+def _swap_projection_fields(m: CTRModel) -> bool:  # W_j copied for field i
+    w = next((w for w in m.projections if w.shape[0] >= 2), None)
+    if w is None:
+        return False
+    _swap(w.data, 0, 0, 1)
+    return True
+
+
+def _last_projection_column(m: CTRModel) -> bool:  # the projection slice [:k - 1] instead of [:k]
+    if not m.projections:
+        return False
+    m.projections[-1].data[:, :, -1] = 0
+    return True
+
+
+def _transpose_concat(m: CTRModel) -> bool:  # A^T for A
+    if m.layout.concat_width < 2:
+        return False
+    m.concat_a.copy_(m.concat_a.t().clone())
+    return True
+
+
+def _swap_first_layer_inputs(m: CTRModel) -> bool:  # two input columns of the first linear layer swapped
+    layer = m.mlp[0] if len(m.mlp) else m.readout
+    if layer.weight.shape[1] < 2:
+        return False
+    _swap(layer.weight.data, 1, 0, layer.weight.shape[1] - 1)
+    return True
+
+
+def _drop_bias(m: CTRModel) -> bool:  # a bias (e.g. the folded constant of the vector-free layers) lost
+    layer = m.mlp[0] if len(m.mlp) else m.readout
+    layer.bias.zero_()
+    return True
+
+
+MUTATIONS = [_zero_field, _shift_field, _last_emb_column, _swap_projection_rows, _swap_projection_fields,
+             _last_projection_column, _transpose_concat, _swap_first_layer_inputs, _drop_bias]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("mutate", MUTATIONS, ids=lambda f: f.__name__.strip("_"))
+def test_parity_check_catches_a_corrupted_export(space: SearchSpace, dtype: torch.dtype, mutate) -> None:
+    """The parity tolerance sees one corrupted slice of the exported model.
+
+    A corruption can be truly invisible on an architecture: the slice feeds only ReLU units that are dead on
+    every row (then float64 moves by rounding only, < 1e-13). float64: every corruption is either invisible
+    that way or beyond 100x the tolerance, and caught on >= 80% of the architectures. float32 (rounding
+    ~1e-7, smallest effects ~2e-6): caught on >= 90%."""
+    net, x, tol = parity_net(space, dtype), ids(VOCAB6, 16), PARITY[dtype][1]
+    errors = []
+    for arch in edge_archs(space) + random_archs(space, 20):
+        model = export(net, arch)
+        if not model.tables:  # nothing selected: no slice to corrupt
+            continue
+        assert parity_error(model, net, x, arch) < tol
+        with torch.no_grad():
+            if mutate(model):
+                errors.append(parity_error(model, net, x, arch))
+    assert len(errors) >= 10
+    caught = sum(e > tol for e in errors) / len(errors)
+    if dtype == torch.float64:
+        assert all(e > 100 * tol or e < 1e-13 for e in errors), errors
+        assert caught >= 0.8, errors
+    else:
+        assert caught >= 0.9, errors
 
 
 def reference(net: Supernet, x: torch.Tensor, arch: Architecture) -> torch.Tensor:
@@ -138,6 +261,24 @@ def test_vectorized_forward_matches_loop_reference(spec: dict) -> None:
         torch.testing.assert_close(net(x, arch), reference(net, x, arch), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("share", [False, True], ids=["own_blocks", "shared_blocks"])
+def test_gradients_match_loop_reference(space: SearchSpace, share: bool) -> None:
+    """Every parameter's gradient through the custom backwards (prefix_gather, the block matmul, max) equals
+    autograd of the loop reference (plain indexing, slicing and torch.maximum; no ties in float64)."""
+    net = parity_net(space, torch.float64, share_insert_blocks=share)
+    x = ids(VOCAB6, 12)
+    w = torch.randn(12, dtype=torch.float64, generator=torch.Generator().manual_seed(4))  # a generic loss
+    names = [name for name, _ in net.named_parameters()]
+    for arch in edge_archs(space) + random_archs(space, 10, seed=5):
+        got = torch.autograd.grad((net(x, arch) * w).sum(), list(net.parameters()), allow_unused=True)
+        want = torch.autograd.grad((reference(net, x, arch) * w).sum(), list(net.parameters()), allow_unused=True)
+        for name, g, r in zip(names, got, want, strict=True):
+            g = torch.zeros_like(r) if g is None and r is not None else g
+            r = torch.zeros_like(g) if r is None and g is not None else r
+            if g is not None:
+                torch.testing.assert_close(g, r, rtol=0, atol=1e-12, msg=lambda m, n=name: f"{n}: {m}")
+
+
 def test_interaction_functions_follow_eq6() -> None:
     g = torch.Generator().manual_seed(0)
     ei, ej = torch.randn(3, 2, 4, generator=g), torch.randn(3, 2, 4, generator=g)
@@ -165,7 +306,9 @@ def test_elastic_concat_uses_prefix_blocks_and_per_field_halves_agree() -> None:
 def test_unselected_field_has_no_influence() -> None:
     space = SearchSpace(fields(6), **SMALL)
     arch = make(space, [1, 2, 3, 4, 5], [space.pairs.index((2, 3))], 0, 1)  # field 0: unselected, in no pair
+    torch.manual_seed(1)  # at seed 0 (and ~1 init in 8) every ReLU of this arch is dead: all gradients vanish
     net, x = Supernet(space, VOCAB6, init_std=0.3), ids(VOCAB6, 32)
+    assert net(x, arch).std() > 0  # the network is live, so the gradient check below means something
     x2 = x.clone()
     x2[:, 0] = (x[:, 0] + 1) % VOCAB6[0]
     assert torch.equal(net(x, arch), net(x2, arch))
@@ -207,6 +350,9 @@ def test_options_sparse_and_shared_blocks() -> None:
     saved = sum(q.numel() for q in plain.parameters()) - sum(q.numel() for q in shared.parameters())
     assert saved == (space.num_layers - 1) * v * d * h
     assert (export(shared, arch)(x) - shared(x, arch)).abs().max() < 1e-5
+    shared = parity_net(space, torch.float64, share_insert_blocks=True)
+    for a in random_archs(space, 10, seed=2):
+        torch.testing.assert_close(export(shared, a)(x), shared(x, a), rtol=0, atol=PARITY[torch.float64][1])
 
 
 def test_rejects_foreign_architecture_and_vocab_mismatch() -> None:
