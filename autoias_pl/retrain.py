@@ -1,8 +1,9 @@
 """Retrain one architecture from scratch (paper 3.1: the searched model is trained alone) and test it.
 
 The architecture is a JSON file written by the search (`best_architecture.json`) or the name of a
-hand-crafted baseline expressed in the same space (`lr`, `fm`, `dnn`, `deepfm`, `ipnn`, `wide_deep`).
-The network is the standalone `CTRModel`; this module only trains it: one shared step for
+hand-crafted baseline expressed in the same space (`lr`, `fm`, `dnn`, `deepfm`, `ipnn`, `wide_deep`), built
+as the standalone `CTRModel`; or a published reference model named `ref:<model>` (autoias_pl/references.py,
+a plain nn.Module outside the space, e.g. `ref:deepfm`). This module only trains it: one shared step for
 train/val/test, BCE on logits, AUC and logloss from `ctr_metrics`, `test_metrics.json` at the end of test.
 """
 
@@ -24,6 +25,7 @@ from autoias_pl.ctr_model import CTRModel
 from autoias_pl.data.batch import CTRBatch
 from autoias_pl.io import atomic_write_text, run_dir
 from autoias_pl.metrics import ctr_metrics
+from autoias_pl.references import REFERENCES, is_reference, reference
 from autoias_pl.space import FUNCTIONS, Architecture, ArchitectureError, SearchSpace
 from autoias_pl.supernet.checkpoint import supernet_from_checkpoint
 from autoias_pl.supernet.export import export
@@ -60,8 +62,8 @@ def resolve_architecture(
     path = Path(architecture)
     if not path.is_file():
         raise ArchitectureError(
-            f"architecture {architecture!r}: neither a baseline name {sorted(BASELINES)} nor an existing "
-            "architecture JSON file (e.g. <search log_dir>/best_architecture.json)"
+            f"architecture {architecture!r}: neither a baseline name {sorted(BASELINES)}, a reference "
+            f"model {list(REFERENCES)} nor an existing architecture JSON file (e.g. <search log_dir>/best_architecture.json)"
         )
     try:
         arch = Architecture.load(path, schema_hash=schema_hash)
@@ -89,8 +91,9 @@ class AutoIASRetrain(LightningModule):
     """Train the standalone model of one architecture and report val/test AUC and logloss.
 
     `field_names`, `vocab_sizes` and `schema_hash` are linked from the DataModule by the CLI.
-    `architecture`: a baseline name or a path to an architecture JSON (refused if searched on another data
-    schema). `baseline_dim`, `baseline_hidden`, `baseline_layers`: embedding width, MLP width and depth of
+    `architecture`: a baseline name, a path to an architecture JSON (refused if searched on another data
+    schema) or a reference model `ref:<model>` (autoias_pl/references.py; sized by the baseline_* arguments,
+    no `Architecture`: `architecture_json` stays None and the report counts the module's parameters). `baseline_dim`, `baseline_hidden`, `baseline_layers`: embedding width, MLP width and depth of
     the baselines (the structure of each is in autoias_pl/baselines.py).
     `init_from_search`: a search checkpoint; at the start of a fresh fit (`on_fit_start`, not when resuming
     from a checkpoint) the model takes its supernet's weights (via export) instead of a fresh initialisation.
@@ -119,14 +122,19 @@ class AutoIASRetrain(LightningModule):
         self.save_hyperparameters(ignore=["optimizer"])
         if len(vocab_sizes) != len(field_names):
             raise ValueError(f"{len(vocab_sizes)} vocab_sizes for {len(field_names)} field_names")
-        if architecture_json is None:
-            self.arch = resolve_architecture(
-                architecture, field_names, schema_hash, baseline_dim, baseline_hidden, baseline_layers
-            )
+        self.arch: Architecture | None
+        if architecture_json is None and is_reference(architecture):  # a published model, not in the space:
+            self.arch = None  # its name and the baseline_* sizes rebuild it (architecture_json stays None)
+            self.model = reference(architecture, vocab_sizes, baseline_dim, baseline_hidden, baseline_layers)
         else:
-            self.arch = embedded_architecture(architecture_json, field_names, schema_hash)
-        self.hparams["architecture_json"] = self.arch.to_json_dict()  # what a checkpoint rebuilds it from
-        self.model = CTRModel(self.arch, vocab_sizes)
+            if architecture_json is None:
+                self.arch = resolve_architecture(
+                    architecture, field_names, schema_hash, baseline_dim, baseline_hidden, baseline_layers
+                )
+            else:
+                self.arch = embedded_architecture(architecture_json, field_names, schema_hash)
+            self.hparams["architecture_json"] = self.arch.to_json_dict()  # what a checkpoint rebuilds it from
+            self.model = CTRModel(self.arch, vocab_sizes)
         self.optimizer = optimizer
         self.val_metrics = ctr_metrics("val/")
         self.test_metrics = ctr_metrics("test/")
@@ -135,6 +143,9 @@ class AutoIASRetrain(LightningModule):
         """At the start of a fresh fit (not a resumed one: its weights are restored by now), copy the
         weights of `init_from_search` into the model."""
         if self.hparams.init_from_search is not None and self.trainer.ckpt_path is None:
+            if self.arch is None:
+                raise ArchitectureError(f"init_from_search: {self.hparams.architecture} is a reference model, "
+                                        "not an architecture of the search space")
             init_from_search(self.model, self.hparams.init_from_search, self.arch)
 
     # ----- one shared step -----
@@ -180,7 +191,7 @@ class AutoIASRetrain(LightningModule):
             "schema_hash": self.hparams.schema_hash,
             "params": sum(p.numel() for p in self.model.parameters()),
             "checkpoint": self.trainer.ckpt_path,
-            **self.arch.summary(),
+            **(self.arch.summary() if self.arch is not None else {"macs_per_sample": self.model.num_macs()}),
         }
 
 

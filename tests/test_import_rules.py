@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent / "autoias_pl"
 LEAVES = ("autoias_pl.io", "autoias_pl.auc")
 DATA = ("autoias_pl.data",)
 CORE = ("autoias_pl.space", "autoias_pl.layout", "autoias_pl.interactions", "autoias_pl.ctr_model",
-        "autoias_pl.baselines", "autoias_pl.supernet")
+        "autoias_pl.baselines", "autoias_pl.supernet", "autoias_pl.references")
 SEARCH_LOGIC = ("autoias_pl.search.generator", "autoias_pl.search.reward")
-CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.demo")
+CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.demo", "autoias_pl.compare")
 LIGHTNING = ("lightning", "pytorch_lightning", "lightning_fabric")
 
 

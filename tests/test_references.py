@@ -1,0 +1,133 @@
+"""The published reference models (autoias_pl/references.py): shapes, sizes, their defining identities, and
+retraining one through the `autoias` CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoias_pl.data.schema import Schema
+from autoias_pl.references import REFERENCES, DCNv2, DeepFM, FieldEmbedding, fm_second_order, reference
+from autoias_pl.retrain import TEST_METRICS_FILE, AutoIASRetrain
+from autoias_pl.space import ArchitectureError
+from tests.test_cli import RETRAIN, autoias, retrain_overrides
+
+VOCAB = [5, 7, 3, 11]
+N, T, K, H, L = len(VOCAB), sum(VOCAB), 4, 6, 2
+D = N * K
+
+
+def mlp_params(fan_in: int, hidden: int = H, layers: int = L, output: bool = True) -> int:
+    p = (fan_in * hidden + hidden) + (layers - 1) * (hidden * hidden + hidden)
+    return p + (hidden + 1 if output else 0)
+
+
+EXPECTED_PARAMS = {
+    "ref:lr": T + 1,
+    "ref:fm": T + 1 + T * K,
+    "ref:dnn": T * K + mlp_params(D),
+    "ref:deepfm": T + 1 + T * K + mlp_params(D),
+    "ref:wide_deep": T + 1 + T * K + mlp_params(D),
+    "ref:ipnn": T * K + mlp_params(D + N * (N - 1) // 2),
+    "ref:dcnv2": T * K + L * (D * D + D) + mlp_params(D),
+    # embeddings, 2 contexts, 2 gates (k -> H -> D), 2 streams, fusion: w1 (+bias), w2, one H x H head
+    "ref:finalmlp": T * K + 2 * K + 2 * (K * H + H + H * D + D) + 2 * mlp_params(D, output=False)
+    + (H + 1) + H + H * H,
+}
+
+
+def ids(batch: int = 9) -> torch.Tensor:
+    return torch.stack([torch.randint(v, (batch,)) for v in VOCAB], 1)
+
+
+def test_every_reference_has_a_parameter_formula() -> None:
+    assert set(EXPECTED_PARAMS) == set(REFERENCES)
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_forward_shape_and_parameter_count(name: str) -> None:
+    model = reference(name, VOCAB, dim=K, hidden=H, layers=L)
+    out = model(ids())
+    assert out.shape == (9,) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert sum(p.numel() for p in model.parameters()) == EXPECTED_PARAMS[name]
+    assert model.num_macs() > 0
+    out.sum().backward()  # every parameter is used
+    assert all(p.grad is not None for p in model.parameters()), name
+
+
+def test_unknown_reference_is_refused() -> None:
+    with pytest.raises(ArchitectureError, match="unknown reference model 'ref:nope'.*ref:deepfm"):
+        reference("ref:nope", VOCAB)
+
+
+def test_fm_sum_square_equals_the_pairwise_sum() -> None:
+    e = torch.randn(8, 6, 5, dtype=torch.float64)
+    explicit = torch.zeros(8, dtype=torch.float64)
+    for i, j in itertools.combinations(range(6), 2):
+        explicit += (e[:, i] * e[:, j]).sum(-1)
+    torch.testing.assert_close(fm_second_order(e), explicit, rtol=0, atol=1e-6)
+
+
+def test_field_embedding_offsets_separate_the_fields() -> None:
+    emb = FieldEmbedding(VOCAB, 3)
+    x = torch.zeros(1, N, dtype=torch.long)  # id 0 of every field: four different rows
+    starts = [0, 5, 12, 15]
+    torch.testing.assert_close(emb(x)[0], emb.table.weight[starts])
+
+
+def test_deepfm_shares_one_embedding_between_fm_and_deep_parts() -> None:
+    model = DeepFM(VOCAB, dim=K, hidden=H, layers=L)
+    tables = [m for m in model.modules() if isinstance(m, FieldEmbedding) and m.table.embedding_dim == K]
+    assert len(tables) == 1
+    x = ids()
+    fm_grad = torch.autograd.grad(fm_second_order(model.embedding(x)).sum(), model.embedding.table.weight)[0]
+    deep_grad = torch.autograd.grad(model.deep(model.embedding(x).flatten(1)).sum(), model.embedding.table.weight)[0]
+    assert fm_grad.abs().sum() > 0 and deep_grad.abs().sum() > 0
+    # the full logit's gradient is the sum of both parts' (one table, two readers)
+    full = torch.autograd.grad(model(x).sum(), model.embedding.table.weight)[0]
+    torch.testing.assert_close(full, fm_grad + deep_grad)
+
+
+def test_dcnv2_cross_layer_is_x0_times_wx_plus_b_plus_x() -> None:
+    model = DCNv2(VOCAB, dim=K, hidden=H, layers=L).double()
+    layer = model.cross[0]
+    x0, x = torch.randn(5, D, dtype=torch.float64), torch.randn(5, D, dtype=torch.float64)
+    w, b = layer.linear.weight, layer.linear.bias
+    expected = torch.stack([x0[r] * (w @ x[r] + b) + x[r] for r in range(5)])
+    torch.testing.assert_close(layer(x0, x), expected, rtol=0, atol=1e-12)
+    # the whole model: cross layers applied to x0 in turn, then the deep part
+    ids_ = ids(5)
+    h = x0 = model.embedding(ids_).flatten(1)
+    for c in model.cross:
+        h = x0 * (h @ c.linear.weight.T + c.linear.bias) + h
+    torch.testing.assert_close(model(ids_), model.deep(h).squeeze(1))
+
+
+def test_retrain_module_builds_a_reference_without_an_architecture(synth_schema: Schema) -> None:
+    s = synth_schema
+    module = AutoIASRetrain(s.field_names, s.vocab_sizes, s.hash, "ref:deepfm", baseline_dim=4,
+                            baseline_hidden=8, baseline_layers=1)
+    assert isinstance(module.model, DeepFM) and module.arch is None
+    assert module.hparams.architecture_json is None
+    with pytest.raises(ArchitectureError, match="unknown reference model"):
+        AutoIASRetrain(s.field_names, s.vocab_sizes, s.hash, "ref:nope")
+
+
+def test_retrain_ref_deepfm_then_test_from_its_checkpoint(synth_dir: Path, tmp_path: Path) -> None:
+    o = retrain_overrides(synth_dir, "ref:deepfm", epochs=1)
+    autoias("fit", RETRAIN, *o, "--trainer.limit_train_batches=6", out=tmp_path, version="d")
+    best = tmp_path / "d" / "checkpoints" / "best.ckpt"
+    assert best.is_file()
+    autoias("test", RETRAIN, *o, f"--ckpt_path={best}", out=tmp_path, version="d")
+    report = json.loads((tmp_path / "d" / TEST_METRICS_FILE).read_text())
+    schema = Schema.load(synth_dir)
+    n, t = len(schema.vocab_sizes), sum(schema.vocab_sizes)  # dim 8, hidden 32, 2 layers
+    assert report["architecture"] == "ref:deepfm"
+    assert report["params"] == t + 1 + t * 8 + (n * 8 * 32 + 32) + (32 * 32 + 32) + 33
+    assert report["macs_per_sample"] > 0 and 0.5 < report["test/auc"] <= 1
+    loaded = AutoIASRetrain.load_from_checkpoint(best, map_location="cpu")  # rebuilt from its hparams alone
+    assert isinstance(loaded.model, DeepFM) and loaded.hparams.architecture_json is None
