@@ -20,7 +20,9 @@ DATA = ("autoias_pl.data",)
 CORE = ("autoias_pl.space", "autoias_pl.layout", "autoias_pl.interactions", "autoias_pl.ctr_model",
         "autoias_pl.baselines", "autoias_pl.supernet", "autoias_pl.references")
 SEARCH_LOGIC = ("autoias_pl.search.generator", "autoias_pl.search.reward")
-CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.demo", "autoias_pl.compare")
+CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.demo", "autoias_pl.compare", "autoias_pl.serve.cli")
+SERVE = ("autoias_pl.serve",)
+SERVE_EXPORT = "autoias_pl.serve.export"  # reads a retrain checkpoint: the one serve module that may import retrain
 LIGHTNING = ("lightning", "pytorch_lightning", "lightning_fabric")
 
 
@@ -63,7 +65,7 @@ def offenders(sources: tuple[str, ...], forbidden: tuple[str, ...], exact: bool 
 
 def test_the_rule_table_covers_every_module() -> None:
     known = LEAVES + DATA + CORE + ("autoias_pl.search", "autoias_pl.retrain", "autoias_pl.metrics",
-                                    "autoias_pl.callbacks", "autoias_pl") + CLIS
+                                    "autoias_pl.callbacks", "autoias_pl.serve", "autoias_pl") + CLIS
     assert MODULES and all(within(m, known) for m in MODULES), sorted(m for m in MODULES if not within(m, known))
 
 
@@ -98,6 +100,16 @@ def test_generator_and_reward_logic_import_no_lightning() -> None:
 
 def test_retraining_never_imports_the_search() -> None:
     assert not offenders(("autoias_pl.retrain",), ("autoias_pl.search",))
+
+
+def test_serving_imports_neither_lightning_nor_the_search() -> None:
+    """Scoring a bundle needs no training code: serve/ imports no search; only its export command module
+    reads a retrain checkpoint (and so Lightning)."""
+    serve = tuple(m for m in MODULES if within(m, SERVE))
+    assert len(serve) >= 4 and not offenders(serve, ("autoias_pl.search",), exact=True)
+    scoring = tuple(m for m in serve if m != SERVE_EXPORT)
+    assert not offenders(scoring, LIGHTNING + ("autoias_pl.retrain", "autoias_pl.metrics", "autoias_pl.callbacks",
+                                               "autoias_pl.supernet"), exact=True)
 
 
 def test_nothing_imports_a_cli() -> None:
@@ -138,7 +150,7 @@ def test_importing_changes_nothing_global() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("rule", ["core", "model"])
+@pytest.mark.parametrize("rule", ["core", "model", "serve"])
 def test_fresh_interpreter_agrees(rule: str) -> None:
     """The same rules at run time: importing the core pulls no Lightning, the model no supernet code."""
     code = {
@@ -146,6 +158,8 @@ def test_fresh_interpreter_agrees(rule: str) -> None:
                 "autoias_pl.search.reward\nassert not [m for m in sys.modules if m.split('.')[0] == 'lightning']",
         "model": "import sys, autoias_pl.ctr_model\nassert not [m for m in sys.modules if "
                  "m.startswith('autoias_pl.supernet')]",
+        "serve": "import sys, autoias_pl.serve.cli, autoias_pl.serve.score, autoias_pl.serve.bundle\nassert not "
+                 "[m for m in sys.modules if m.split('.')[0] == 'lightning' or m.startswith('autoias_pl.search')]",
     }[rule]
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,0 +1,29 @@
+"""`autoias-serve export`: a retrain checkpoint -> a serving bundle (`bundle.py`).
+
+The one module of `serve/` that reads a Lightning checkpoint, so the one that imports `autoias_pl.retrain`
+(and with it Lightning); scoring never imports it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autoias_pl.serve.bundle import BundleError, write_bundle
+
+
+def export_checkpoint(ckpt: str | Path, data_dir: str | Path, output: str | Path, overwrite: bool = False) -> Path:
+    """Write the bundle of the retrained model in `ckpt` with the vocabularies of `data_dir` to `output`."""
+    from autoias_pl.retrain import AutoIASRetrain
+
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: no such checkpoint")
+    try:
+        module = AutoIASRetrain.load_from_checkpoint(ckpt, map_location="cpu")
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise BundleError(f"{ckpt}: not a retrain checkpoint of `autoias fit` ({type(e).__name__}: {e})") from e
+    hp = module.hparams
+    arch_json = module.arch.to_json_dict(vocab_sizes=list(hp["vocab_sizes"]))
+    source = {"checkpoint": str(ckpt), "architecture": hp.get("architecture")}
+    return write_bundle(output, module.model, data_dir, hp["schema_hash"], arch_json, source=source,
+                        overwrite=overwrite)

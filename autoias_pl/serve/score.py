@@ -1,0 +1,151 @@
+"""Score raw logs with a bundle: raw text (or .gz) -> the bundle's encoder -> its exported program -> parquet.
+
+The rows stream: blocks of the raw reader (`data/readers.py`, the one `prepare` uses: same validation,
+same `file:line` errors) are encoded by `data/prepare.py`'s `Encoder` with the bundle's vocabularies
+(unknown and rare values -> the OOV id 0, as `prepare` does), scored in batches and appended to a parquet
+file beside the output, renamed into place at the end (a failed or interrupted score leaves no output
+file). Memory is bounded by the vocabularies, one raw block and one batch, never by the row count.
+
+Output columns: `row` (int64, the 0-based index of the input row among the data rows of all inputs in
+order: header and blank lines are not rows, bad rows keep their index) and `prob` (float32, P(click)).
+With `skip_bad` bad rows are left out (their indices are missing) and counted.
+
+Imports no Lightning, no search and no model code: the program is loaded with `torch.export.load`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from autoias_pl.data.prepare import Encoder
+from autoias_pl.data.readers import (
+    DataFormatError,
+    MissingInputError,
+    RawFormat,
+    check_row,
+    read_blocks,
+    read_header,
+)
+from autoias_pl.io import atomic_write
+from autoias_pl.serve.bundle import Bundle, BundleError, load_bundle
+
+OUTPUT_SCHEMA = pa.schema([("row", pa.int64()), ("prob", pa.float32())])
+DEFAULT_BATCH_SIZE = 8192
+
+
+@dataclass
+class ScoreReport:
+    """What a score run did: rows scored, bad rows skipped per input file, seconds."""
+
+    output: Path
+    rows: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def bad_rows(self) -> int:
+        return sum(self.skipped.values())
+
+
+class Scorer:
+    """A loaded bundle: `encode` raw blocks, `predict` ids -> probabilities."""
+
+    def __init__(self, bundle: str | Path | Bundle) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.encoder = Encoder(self.bundle.path)
+        self.format: RawFormat = self.encoder.format
+        self.program = torch.export.load(self.bundle.program_path).module()
+
+    def predict(self, ids: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """(R, n) integer ids -> (R,) float32 click probabilities, `batch_size` rows per program call."""
+        out = np.empty(len(ids), dtype=np.float32)
+        with torch.inference_mode():
+            for i in range(0, len(ids), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(ids[i : i + batch_size], dtype=np.int64))  # (b, n)
+                out[i : i + len(x)] = torch.sigmoid(self.program(x).float()).numpy()
+        return out
+
+
+def bad_row_indices(path: Path, fmt: RawFormat) -> np.ndarray:
+    """Sorted 0-based indices (among the data rows of `path`) of the rows the reader rejects: the slow
+    line-by-line reference check (`readers.check_row`), run only on a file that has bad rows."""
+    names = read_header(path, fmt)
+    bad, index = [], 0
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
+        for lineno, line in enumerate(f, start=1):
+            text = line.rstrip("\r\n")
+            if (fmt.header and lineno == 1) or not text:
+                continue
+            values = next(csv.reader([text], delimiter=fmt.delimiter)) if fmt.header else text.split(fmt.delimiter)
+            if check_row(values, names, fmt):
+                bad.append(index)
+            index += 1
+    return np.asarray(bad, dtype=np.int64)
+
+
+def good_row_indices(first: int, count: int, bad: np.ndarray) -> np.ndarray:
+    """Indices of the good rows number first .. first + count - 1 of a file whose bad rows are `bad`
+    (sorted): the k-th good row is k + #{b in bad: b - rank(b) <= k}."""
+    k = np.arange(first, first + count, dtype=np.int64)
+    if not len(bad):
+        return k
+    return k + np.searchsorted(bad - np.arange(len(bad)), k, side="right")
+
+
+def score(bundle: str | Path | Bundle | Scorer, inputs: Sequence[str | Path], output: str | Path, *,
+          format_name: str | None = None, skip_bad: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+          chunk_bytes: int = 1 << 25) -> ScoreReport:
+    """Score every row of `inputs` (raw logs of the bundle's format) into `output` (parquet: row, prob).
+
+    A bad row raises `DataFormatError` naming file:line (nothing written), or with `skip_bad` is left out
+    and counted. `format_name`, when given, must be the bundle's raw format."""
+    start = time.perf_counter()
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    scorer = bundle if isinstance(bundle, Scorer) else Scorer(bundle)
+    fmt = scorer.format
+    if format_name is not None and format_name != fmt.name:
+        raise BundleError(f"{scorer.bundle.path}: the bundle scores {fmt.name!r} rows, not {format_name!r}")
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise ValueError("no input files")
+    for p in paths:
+        if not p.is_file():
+            raise MissingInputError(f"{p}: no such file")
+    report = ScoreReport(Path(output))
+
+    def write(tmp: Path) -> None:
+        offset = 0  # data rows of the earlier files
+        with pq.ParquetWriter(tmp, OUTPUT_SCHEMA) as writer:
+            for path in paths:
+                good = skipped = 0
+                bad: np.ndarray | None = None  # known once a block of this file reports a bad row
+                for block in read_blocks(path, fmt, skip_bad, chunk_bytes):
+                    if block.skipped and bad is None:
+                        bad = bad_row_indices(path, fmt)
+                    r = len(block.labels)
+                    probs = scorer.predict(scorer.encoder.encode_block(block), batch_size)  # (R,)
+                    rows = offset + good_row_indices(good, r, bad if bad is not None else np.zeros(0, np.int64))
+                    writer.write_table(pa.table({"row": rows, "prob": probs}, schema=OUTPUT_SCHEMA))
+                    good, skipped = good + r, skipped + block.skipped
+                if skipped != (0 if bad is None else len(bad)):
+                    raise DataFormatError(f"{path}: the reader skipped {skipped} rows, the line check finds "
+                                          f"{0 if bad is None else len(bad)}: row numbers would be wrong")
+                report.skipped[str(path)] = skipped
+                report.rows += good
+                offset += good + skipped
+
+    atomic_write(output, write)
+    report.seconds = time.perf_counter() - start
+    return report
