@@ -1,0 +1,51 @@
+"""`python -m autoias_pl.compare` on tiny data: 2 models x 2 seeds x 1 epoch, its files and table."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from autoias_pl import compare
+
+SMALL = ["--max-epochs", "1", "--limit-train-batches", "4", "--batch-size", "512", "--lr", "0.01",
+         "--dim", "4", "--hidden", "16", "--layers", "1", "--no-progress-bar"]
+
+
+def test_compare_two_models_over_two_seeds(synth_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    compare.main(["--data", str(synth_dir), "--models", "ref:deepfm", "inspace=deepfm", "--seeds", "2",
+                  "--out", str(out), *SMALL])
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert list(rows[0]) == compare.COLUMNS
+    assert [r["model"] for r in rows] == ["ref:deepfm", "inspace"]
+    assert [r["architecture"] for r in rows] == ["ref:deepfm", "deepfm"]
+    for r in rows:
+        assert r["seeds"] == "2" and float(r["epochs"]) == 1.0
+        assert 0.4 < float(r["test_auc_mean"]) <= 1 and float(r["test_auc_std"]) >= 0
+        assert float(r["test_logloss_mean"]) > 0 and int(r["params"]) > 0 and int(r["macs_per_sample"]) > 0
+        assert float(r["train_samples_per_s"]) > 0
+    runs = list(csv.DictReader((out / "runs.csv").open()))
+    assert [(r["model"], r["seed"]) for r in runs] == [("ref:deepfm", "0"), ("ref:deepfm", "1"),
+                                                       ("inspace", "0"), ("inspace", "1")]
+    assert runs[0]["test_auc"] != runs[1]["test_auc"]  # the seeds differ
+    md = (out / "results.md").read_text().splitlines()
+    table = [line for line in md if line.startswith("|")]
+    assert len(table) == 2 + 2 and all(line.count("|") == 9 for line in table)
+    assert "| ref:deepfm | " in md[md.index(table[0]) + 2] and " ± " in table[2]
+    png = (out / "results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "ref-deepfm" / "seed1" / "checkpoints" / "best.ckpt").is_file()
+    assert not list(out.glob(".*"))  # no temporary file left behind
+    with pytest.raises(FileExistsError, match="seed0: exists"):  # a second comparison into the same folder
+        compare.main(["--data", str(synth_dir), "--models", "ref:deepfm", "--seeds", "1", "--out", str(out),
+                      *SMALL])
+
+
+def test_labels_of_models() -> None:
+    assert compare.labelled(["ref:fm", "runs/s/version_0/best_architecture.json", "x/mine.json", "a=deepfm"]) == [
+        ("ref:fm", "ref:fm"), ("version_0", "runs/s/version_0/best_architecture.json"),
+        ("mine", "x/mine.json"), ("a", "deepfm")]
+    with pytest.raises(SystemExit, match="duplicate"):
+        compare.labelled(["deepfm", "deepfm"])
