@@ -83,12 +83,13 @@ def retrain(data: Path, architecture: str, ckpt: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def ckpts(data: Path) -> dict[str, Path]:
-    """deepfm, lr and a random architecture of a small space over the 39 fields."""
+    """deepfm, lr, a random architecture of a small space over the 39 fields, the published DCN-V2."""
     space = SearchSpace.from_schema(Schema.load(data), emb_dims=(2, 4), proj_dims=(2, 4), hidden_units=(8, 16),
                                     num_layers=2)
     arch_path = Architecture.uniform_random(space, torch.Generator().manual_seed(3)).save(data.parent / "arch.json")
-    return {name: retrain(data, arch, data.parent / f"{name}.ckpt")
-            for name, arch in (("deepfm", "deepfm"), ("lr", "lr"), ("random", str(arch_path)))}
+    return {name: retrain(data, arch, data.parent / f"{name.replace(':', '-')}.ckpt")
+            for name, arch in (("deepfm", "deepfm"), ("lr", "lr"), ("random", str(arch_path)),
+                               ("ref:dcnv2", "ref:dcnv2"))}
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def read_preds(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return t["row"].to_numpy(), t["prob"].to_numpy()
 
 
-@pytest.mark.parametrize("name", ["deepfm", "lr", "random"])
+@pytest.mark.parametrize("name", ["deepfm", "lr", "random", "ref:dcnv2"])
 def test_raw_scores_equal_the_checkpoint_on_prepared_rows(name: str, ckpts: dict[str, Path], data: Path,
                                                           raw: Path, tmp_path: Path) -> None:
     """Parity: raw text -> bundle score == prepared parquet -> the checkpoint model's sigmoid (1e-6)."""

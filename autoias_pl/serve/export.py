@@ -23,7 +23,12 @@ def export_checkpoint(ckpt: str | Path, data_dir: str | Path, output: str | Path
     except (KeyError, TypeError, RuntimeError) as e:
         raise BundleError(f"{ckpt}: not a retrain checkpoint of `autoias fit` ({type(e).__name__}: {e})") from e
     hp = module.hparams
-    arch_json = module.arch.to_json_dict(vocab_sizes=list(hp["vocab_sizes"]))
+    if getattr(module, "arch", None) is not None:  # an architecture of the space (searched or a baseline)
+        arch_json = module.arch.to_json_dict(vocab_sizes=list(hp["vocab_sizes"]))
+    else:  # a published reference model (`ref:<model>`, autoias_pl/references.py): its name and sizes
+        arch_json = {"reference": hp.get("architecture"),
+                     **{k: hp.get(k) for k in ("baseline_dim", "baseline_hidden", "baseline_layers")},
+                     "summary": {"params": sum(p.numel() for p in module.model.parameters())}}
     source = {"checkpoint": str(ckpt), "architecture": hp.get("architecture")}
     return write_bundle(output, module.model, data_dir, hp["schema_hash"], arch_json, source=source,
                         overwrite=overwrite)
