@@ -53,15 +53,17 @@ class FirstOrder(nn.Module):
         return self.weights(x).sum(dim=(1, 2)) + self.bias
 
 
-def mlp(fan_in: int, hidden: int, layers: int, output: bool = True, dropout: float = 0.0) -> nn.Sequential:
-    """`layers` x (Linear(., hidden), ReLU[, Dropout]), then Linear(hidden, 1) if `output`."""
+def mlp(fan_in: int, hidden: int, layers: int, output: bool = True, dropout: float = 0.0,
+        output_bias: bool = True) -> nn.Sequential:
+    """`layers` x (Linear(., hidden), ReLU[, Dropout]), then Linear(hidden, 1) if `output` (without a bias
+    if not `output_bias`: a model whose linear part already has the global bias)."""
     mods: list[nn.Module] = []
     for i in range(layers):
         mods += [nn.Linear(fan_in if i == 0 else hidden, hidden), nn.ReLU()]
         if dropout:
             mods.append(nn.Dropout(dropout))
     if output:
-        mods.append(nn.Linear(hidden if layers else fan_in, 1))
+        mods.append(nn.Linear(hidden if layers else fan_in, 1, bias=output_bias))
     return nn.Sequential(*mods)
 
 
@@ -137,9 +139,9 @@ class DeepFM(_Reference):
     def __init__(self, vocab_sizes: Sequence[int], dim: int = 16, hidden: int = 400, layers: int = 3,
                  dropout: float = 0.0) -> None:
         super().__init__(vocab_sizes, dim)
-        self.linear = FirstOrder(vocab_sizes)
+        self.linear = FirstOrder(vocab_sizes)  # holds the one global bias
         self.embedding = FieldEmbedding(vocab_sizes, dim)
-        self.deep = mlp(len(vocab_sizes) * dim, hidden, layers, dropout=dropout)
+        self.deep = mlp(len(vocab_sizes) * dim, hidden, layers, dropout=dropout, output_bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         e = self.embedding(x)  # (B, n, k), shared by both parts
@@ -158,9 +160,9 @@ class WideDeep(_Reference):
     def __init__(self, vocab_sizes: Sequence[int], dim: int = 16, hidden: int = 400, layers: int = 3,
                  dropout: float = 0.0) -> None:
         super().__init__(vocab_sizes, dim)
-        self.wide = FirstOrder(vocab_sizes)
+        self.wide = FirstOrder(vocab_sizes)  # holds the one global bias
         self.embedding = FieldEmbedding(vocab_sizes, dim)
-        self.deep = mlp(len(vocab_sizes) * dim, hidden, layers, dropout=dropout)
+        self.deep = mlp(len(vocab_sizes) * dim, hidden, layers, dropout=dropout, output_bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.wide(x) + self.deep(self.embedding(x).flatten(1)).squeeze(1)

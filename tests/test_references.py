@@ -30,8 +30,8 @@ EXPECTED_PARAMS = {
     "ref:lr": T + 1,
     "ref:fm": T + 1 + T * K,
     "ref:dnn": T * K + mlp_params(D),
-    "ref:deepfm": T + 1 + T * K + mlp_params(D),
-    "ref:wide_deep": T + 1 + T * K + mlp_params(D),
+    "ref:deepfm": T + 1 + T * K + mlp_params(D) - 1,  # one global bias (in the linear part)
+    "ref:wide_deep": T + 1 + T * K + mlp_params(D) - 1,
     "ref:ipnn": T * K + mlp_params(D + N * (N - 1) // 2),
     "ref:dcnv2": T * K + L * (D * D + D) + mlp_params(D),
     # embeddings, 2 contexts, 2 gates (k -> H -> D), 2 streams, fusion: w1 (+bias), w2, one H x H head
@@ -127,7 +127,7 @@ def test_retrain_ref_deepfm_then_test_from_its_checkpoint(synth_dir: Path, tmp_p
     schema = Schema.load(synth_dir)
     n, t = len(schema.vocab_sizes), sum(schema.vocab_sizes)  # dim 8, hidden 32, 2 layers
     assert report["architecture"] == "ref:deepfm"
-    assert report["params"] == t + 1 + t * 8 + (n * 8 * 32 + 32) + (32 * 32 + 32) + 33
+    assert report["params"] == t + 1 + t * 8 + (n * 8 * 32 + 32) + (32 * 32 + 32) + 32
     assert report["macs_per_sample"] > 0 and 0.5 < report["test/auc"] <= 1
     loaded = AutoIASRetrain.load_from_checkpoint(best, map_location="cpu")  # rebuilt from its hparams alone
     assert isinstance(loaded.model, DeepFM) and loaded.hparams.architecture_json is None
