@@ -131,3 +131,82 @@ def test_retrain_ref_deepfm_then_test_from_its_checkpoint(synth_dir: Path, tmp_p
     assert report["macs_per_sample"] > 0 and 0.5 < report["test/auc"] <= 1
     loaded = AutoIASRetrain.load_from_checkpoint(best, map_location="cpu")  # rebuilt from its hparams alone
     assert isinstance(loaded.model, DeepFM) and loaded.hparams.architecture_json is None
+
+
+# ----- parity with DeepCTR-Torch (the `ref` extra: pip install -e '.[ref]'; skipped without it) -----
+DEEPCTR = {"deepfm": {}, "fm": {"dnn_hidden_units": ()}, "lr": {"use_fm": False, "dnn_hidden_units": ()}}
+
+
+@pytest.fixture
+def deepctr():
+    """deepctr_torch (its import needs tensorflow, scikit-learn, tqdm and requests, as the package declares)."""
+    return pytest.importorskip("deepctr_torch", reason="deepctr-torch not importable: pip install -e '.[ref]'")
+
+
+def deepctr_model(deepctr, name: str, vocab: list[int], dim: int, hidden: int, layers: int) -> torch.nn.Module:
+    """DeepCTR-Torch's DeepFM; its FM is DeepFM without the DNN, its LR DeepFM without FM and DNN."""
+    from deepctr_torch.inputs import SparseFeat
+    from deepctr_torch.models import DeepFM as TheirDeepFM
+
+    cols = [SparseFeat(f"f{i}", v, embedding_dim=dim) for i, v in enumerate(vocab)]
+    kwargs = {"dnn_hidden_units": (hidden,) * layers, **DEEPCTR[name]}
+    deep_cols = [] if name == "lr" else cols  # else an unused embedding table
+    return TheirDeepFM(cols, deep_cols, l2_reg_linear=0, l2_reg_embedding=0, init_std=0.01, seed=0, **kwargs)
+
+
+def copy_from_deepctr(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
+    """Our one concatenated table per part <- their per-field tables; the DNN layer by layer."""
+    names = list(theirs.linear_model.embedding_dict)
+    with torch.no_grad():
+        ours.linear.weights.table.weight.copy_(torch.cat([theirs.linear_model.embedding_dict[f].weight
+                                                          for f in names]))
+        ours.linear.bias.copy_(theirs.out.bias[0])
+        if hasattr(ours, "embedding"):
+            ours.embedding.table.weight.copy_(torch.cat([theirs.embedding_dict[f].weight for f in names]))
+        if hasattr(ours, "deep"):
+            mine = [m for m in ours.deep if isinstance(m, torch.nn.Linear)]
+            for a, b in zip(mine[:-1], theirs.dnn.linears, strict=True):
+                a.weight.copy_(b.weight)
+                a.bias.copy_(b.bias)
+            mine[-1].weight.copy_(theirs.dnn_linear.weight)
+
+
+@pytest.mark.parametrize("name", list(DEEPCTR))
+def test_deepctr_forward_parity(deepctr, name: str) -> None:
+    """Same parameter count; with DeepCTR's weights copied in, our logits are its logits."""
+    theirs = deepctr_model(deepctr, name, VOCAB, K, H, L)
+    ours = reference(f"ref:{name}", VOCAB, dim=K, hidden=H, layers=L)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    copy_from_deepctr(ours, theirs)
+    x = ids(64)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.sigmoid(ours(x)), theirs(x.float()).squeeze(1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(DEEPCTR))
+def test_deepctr_training_parity(deepctr, name: str, synth_dir: Path) -> None:
+    """Trained side by side (same data, batches, Adam, 2 epochs, no L2), both reach the same test AUC."""
+    from autoias_pl.auc import auc
+    from autoias_pl.data.stream import read_rows
+
+    schema = Schema.load(synth_dir)
+    train, test = read_rows(synth_dir, "train", schema.rows["train"]), read_rows(synth_dir, "test", schema.rows["test"])
+    vocab, aucs = schema.vocab_sizes, {}
+    for side in ("ours", "theirs"):
+        torch.manual_seed(0)
+        model = (reference(f"ref:{name}", vocab, dim=4, hidden=32, layers=2) if side == "ours"
+                 else deepctr_model(deepctr, name, vocab, 4, 32, 2))
+        prob = (lambda x, m=model: torch.sigmoid(m(x))) if side == "ours" else \
+            (lambda x, m=model: m(x.float()).squeeze(1))
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(2):
+            for rows in torch.randperm(len(train.labels), generator=gen).split(512):
+                loss = torch.nn.functional.binary_cross_entropy(prob(train.features[rows]).clamp(1e-7, 1 - 1e-7),
+                                                                train.labels[rows])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            aucs[side] = auc(prob(test.features).numpy(), test.labels.numpy())
+    assert aucs["ours"] > 0.6 and abs(aucs["ours"] - aucs["theirs"]) < 0.02, aucs
