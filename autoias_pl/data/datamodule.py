@@ -6,8 +6,11 @@ model when it instantiates both. With `reward_stream=True`, `train_dataloader()`
 `{"train": CTRBatch, "reward": CTRBatch}`, the reward batch coming from an endless shuffled stream over the
 validation split (different rows on different ranks). Otherwise it receives a `CTRBatch`.
 
-Order is a function of (seed, epoch): each loader reads `trainer.current_epoch` when iterated, so a resumed
-run replays the order of the epoch it resumes in (from the start of that epoch). No other state to save.
+Order is a function of (seed, epoch): each loader reads `trainer.current_epoch` when iterated. The train
+loaders (and the reward stream) are stateful: Lightning saves their (epoch, batches done) in every
+checkpoint ("combined_loader" of the fit loop's state), the count read from the training loop's progress
+(batches whose `training_step` is done, not those a fetcher took ahead), and a run resumed from a
+mid-epoch checkpoint continues the epoch exactly where it stopped (see `StreamLoader`).
 """
 
 from __future__ import annotations
@@ -74,6 +77,13 @@ class CTRDataModule(LightningDataModule):
         """The trainer's epoch when attached; None lets the loader count its own iterations."""
         return self.trainer.current_epoch if self.trainer is not None else None
 
+    def _batches_done(self) -> int | None:
+        """Batches of the current epoch whose training step is done (None without a trainer). A checkpoint
+        taken at a batch's end counts that batch; one taken inside a step does not, and Lightning replays it."""
+        if self.trainer is None:
+            return None
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
     def _loader(self, split: str, batch_size: int, mode: Mode, shuffle: bool = False) -> StreamLoader:
         stream = ParquetStream(
             Path(self.data_dir),
@@ -84,7 +94,9 @@ class CTRDataModule(LightningDataModule):
             shuffle_buffer_row_groups=self.shuffle_buffer_row_groups,
             seed=self.seed,
         )
-        return StreamLoader(stream, num_workers=self.num_workers, epoch_fn=self._current_epoch)
+        position = self._batches_done if mode != "eval" else None
+        return StreamLoader(stream, num_workers=self.num_workers, epoch_fn=self._current_epoch,
+                            position_fn=position)
 
     def train_dataloader(self) -> StreamLoader | CombinedLoader:
         train = self._loader("train", self.batch_size, "train", shuffle=self.shuffle)

@@ -21,6 +21,16 @@ A shard that pyarrow cannot read is a one-line `ShardError` naming the file: fro
 stream is built (truncated or corrupt footer), else when its row group is read. A worker hands that error
 to the main process as an item, and `StreamLoader` raises it there as it is (the DataLoader would re-raise
 it with the worker's traceback inside its message).
+
+Exact mid-epoch resume ("train" and "endless"): `StreamLoader.state_dict()` is (epoch, batches this rank
+has consumed in it) plus the plan's inputs; `load_state_dict` makes the next `iter()` of that epoch yield
+exactly the batches a straight run would still yield, in the same order. Each worker derives its own share
+of the consumed batches from the DataLoader's round-robin order (worker 0, 1, ..., a finished worker
+drops out) and the plan's quotas, and the workers are rotated so that the round-robin resumes with the
+worker that was next. Skipping replays only the shuffle: the permutations of the skipped buffers are
+drawn on row indices, without reading them; the buffer where the skip ends is read, plus the units that
+hold its carried-in rows (fewer than a batch). A state saved with another world size, worker count, batch
+size, seed or split is refused (`ValueError`): the plan, hence the order, would differ.
 """
 
 from __future__ import annotations
@@ -145,6 +155,7 @@ class ParquetStream(IterableDataset):
         self.rank, self.world_size = self._resolve_rank()
         self.num_workers = num_workers  # the DataLoader's; StreamLoader keeps it in sync
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._skip = torch.zeros((), dtype=torch.int64).share_memory_()  # batches of the epoch to skip
 
     def _resolve_rank(self) -> tuple[int, int]:
         rank, world = self._explicit
@@ -156,14 +167,29 @@ class ParquetStream(IterableDataset):
         return rank, world
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch's order (train) or reward passes (endless); call in the main process."""
+        """Select the epoch's order (train) or reward passes (endless); call in the main process.
+        Clears `resume_from`."""
         self._epoch.fill_(int(epoch))
+        self._skip.fill_(0)
         if get_worker_info() is None:
             self.rank, self.world_size = self._resolve_rank()
 
     @property
     def epoch(self) -> int:
         return int(self._epoch.item())
+
+    def resume_from(self, batches: int) -> None:
+        """Until the next `set_epoch`: iterations of the current epoch leave out the first `batches`
+        batches this rank would yield in it (all workers together, in the DataLoader's order)."""
+        if batches < 0:
+            raise ValueError(f"batches must be non-negative, got {batches}")
+        if batches and self.mode == "eval":
+            raise ValueError("an eval stream has no mid-epoch position to resume from")
+        self._skip.fill_(int(batches))
+
+    @property
+    def skipped(self) -> int:
+        return int(self._skip.item())
 
     def plan(self, epoch: int, workers: int | None = None, pass_: int = 0) -> list[list[SlotPlan]]:
         """[rank][worker] -> SlotPlan for an epoch (and pass, endless). Same on every rank and worker."""
@@ -202,20 +228,25 @@ class ParquetStream(IterableDataset):
 
     def iter_worker(self, worker: int, workers: int) -> Iterator[CTRBatch]:
         """What dataloader worker `worker` of `workers` yields on this rank in the current epoch."""
-        epoch = self.epoch
+        epoch, skip = self.epoch, self.skipped
         if self.mode == "endless":
-            return self._endless(epoch, worker, workers)
+            skips, shift = _worker_skips([None] * workers, skip)
+            worker = (worker + shift) % workers
+            return self._endless(epoch, worker, workers, skips[worker])
         plan = self.plan(epoch, workers)
-        slot = plan[self.rank][worker]
         if self.mode == "train" and not any(s.quota for s in plan[self.rank]):
             raise ValueError(
                 f"{self.data_dir}/{self.split}: too few rows for one batch of {self.batch_size} per rank "
                 f"(world {self.world_size} x {workers} workers)"
             )
+        skips, shift = _worker_skips([s.quota for s in plan[self.rank]], skip)
+        worker = (worker + shift) % workers  # the worker this DataLoader worker stands in for
+        slot = plan[self.rank][worker]
         rng = np.random.default_rng([self.seed, _TAGS[self.mode], epoch, 0, self.rank, worker])
-        return self._batches(self._groups(slot.units, rng), rng, slot.quota, keep_partial=self.mode == "eval")
+        groups = self._groups(slot.units, rng)
+        return self._batches(groups, rng, slot.quota, keep_partial=self.mode == "eval", skip=skips[worker])
 
-    def _endless(self, epoch: int, worker: int, workers: int) -> Iterator[CTRBatch]:
+    def _endless(self, epoch: int, worker: int, workers: int, skip: int = 0) -> Iterator[CTRBatch]:
         def groups() -> Iterator[list[Unit]]:
             for pass_ in itertools.count():
                 # a slot without units (more ranks x workers than row groups) reads them all, in its own order
@@ -226,7 +257,7 @@ class ParquetStream(IterableDataset):
                 )
 
         rows_rng = np.random.default_rng([self.seed, _TAGS["endless"], epoch, self.rank, worker, 1])
-        return self._batches(groups(), rows_rng, quota=None, keep_partial=False)
+        return self._batches(groups(), rows_rng, quota=None, keep_partial=False, skip=skip)
 
     def _groups(self, units: list[Unit], rng: np.random.Generator) -> Iterator[list[Unit]]:
         """Units in groups of `shuffle_buffer_row_groups`, in shuffled order when shuffling."""
@@ -236,19 +267,25 @@ class ParquetStream(IterableDataset):
             yield units[start : start + self.buffer_units]
 
     def _batches(
-        self, groups: Iterator[list[Unit]], rng: np.random.Generator, quota: int | None, keep_partial: bool
+        self,
+        groups: Iterator[list[Unit]],
+        rng: np.random.Generator,
+        quota: int | None,
+        keep_partial: bool,
+        skip: int = 0,
     ) -> Iterator[CTRBatch]:
-        """Read each group (after the last one's remainder), shuffle its rows, cut batches of `batch_size`."""
+        """Read each group (after the last one's remainder), shuffle its rows, cut batches of `batch_size`;
+        with `skip`, the first `skip` batches are left out (see `_fast_forward`)."""
         b, emitted, files = self.batch_size, 0, {}
         x = np.empty((0, self.schema.num_fields), np.int32)  # (carry, n)
         y = np.empty(0, np.float32)  # (carry,)
-        if quota == 0:
+        if quota == 0 or (quota is not None and skip >= quota):
             return
-        for group in groups:
-            x, y = read_units(group, self.schema.field_names, files, head=(x, y))  # (R, n), (R,)
-            if self.shuffle:
-                perm = rng.permutation(len(y))  # (R,)
-                x, y = np.take(x, perm, axis=0), y[perm]  # np.take: ~5x faster than x[perm] on 2-D
+        groups = iter(groups)
+        if skip:
+            x, y = self._fast_forward(groups, rng, skip, files)
+            emitted = skip
+        while True:
             full = len(y) // b
             for k in range(full):
                 yield _batch(x[k * b : (k + 1) * b], y[k * b : (k + 1) * b])
@@ -256,8 +293,81 @@ class ParquetStream(IterableDataset):
                 if emitted == quota:
                     return
             x, y = x[full * b :], y[full * b :]
+            group = next(groups, None)
+            if group is None:
+                break
+            x, y = read_units(group, self.schema.field_names, files, head=(x, y))  # (R, n), (R,)
+            if self.shuffle:
+                perm = rng.permutation(len(y))  # (R,)
+                x, y = np.take(x, perm, axis=0), y[perm]  # np.take: ~5x faster than x[perm] on 2-D
         if keep_partial and len(y):
             yield _batch(x, y)
+
+    def _fast_forward(
+        self, groups: Iterator[list[Unit]], rng: np.random.Generator, skip: int, files: dict
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What `_batches` holds after its first `skip` batches, consuming `groups` and `rng` as it does.
+
+        Rows are tracked as (unit, row) indices and shuffled with the same permutations; only the rows
+        left over at the point where `skip` is reached are read: features (R, n) int32, labels (R,).
+        """
+        b, seen, done = self.batch_size, [], 0
+        src_u = np.empty(0, np.int64)  # (carry,) index into `seen`
+        src_r = np.empty(0, np.int64)  # (carry,) row within that unit
+        for group in groups:
+            base = len(seen)
+            seen += group
+            src_u = np.concatenate([src_u, *(np.full(u.rows, base + i) for i, u in enumerate(group))])
+            src_r = np.concatenate([src_r, *(np.arange(u.rows) for u in group)])
+            if self.shuffle:
+                perm = rng.permutation(len(src_r))  # (R,) the draw `_batches` makes on this buffer
+                src_u, src_r = src_u[perm], src_r[perm]
+            full = len(src_r) // b
+            cut = min(full, skip - done) * b
+            done += cut // b
+            src_u, src_r = src_u[cut:], src_r[cut:]
+            if done == skip:
+                break
+        return self._gather(seen, src_u, src_r, files)
+
+    def _gather(
+        self, units: list[Unit], src_u: np.ndarray, src_r: np.ndarray, files: dict
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (units[src_u[i]], src_r[i]) in that order: features (R, n) int32, labels (R,) float32."""
+        x = np.empty((len(src_r), self.schema.num_fields), np.int32)  # (R, n)
+        y = np.empty(len(src_r), np.float32)  # (R,)
+        for u in np.unique(src_u).tolist():
+            at = np.flatnonzero(src_u == u)  # (r,)
+            ux, uy = read_units([units[u]], self.schema.field_names, files)
+            x[at], y[at] = ux[src_r[at]], uy[src_r[at]]
+        return x, y
+
+
+def _worker_skips(quotas: list[int | None], batches: int) -> tuple[list[int], int]:
+    """How many of the first `batches` batches each worker gave, and the worker that gives the next one.
+
+    The DataLoader takes batches from workers 0, 1, ..., W-1, 0, ... and drops a worker when it ends
+    (quota None: never). Returns (per-worker counts, shift): DataLoader worker p of a resumed iteration
+    stands in for worker (p + shift) % W, so that its round-robin continues the interrupted one.
+    """
+    workers = len(quotas)
+    if batches == 0:
+        return [0] * workers, 0
+    if all(q is None for q in quotas):
+        return [batches // workers + (w < batches % workers) for w in range(workers)], batches % workers
+    q = np.array([0 if v is None else v for v in quotas], dtype=np.int64)  # (W,)
+    left = min(batches, int(q.sum()))
+    counts = np.zeros(workers, dtype=np.int64)
+    last = 0
+    for r in range(int(q.max())):
+        active = np.flatnonzero(q > r)  # workers still giving batches in round r
+        take = active[: min(left, len(active))]
+        counts[take] += 1
+        left -= len(take)
+        last = int(take[-1])
+        if left == 0:
+            break
+    return counts.tolist(), (last + 1) % workers
 
 
 def _forward_errors(batches: Iterator[CTRBatch]) -> Iterator[CTRBatch | ShardError]:
@@ -342,6 +452,12 @@ class StreamLoader(DataLoader):
     number of earlier `iter()` calls. With workers, it raises the `ShardError` a worker forwarded (see the
     module docstring). `sampler`/`batch_sampler` exist only so that Lightning can rebuild the loader (it
     does for predict); they must stay None.
+
+    `state_dict()`/`load_state_dict()` (which Lightning calls on train loaders when it saves and restores a
+    checkpoint) hold the epoch and the batches consumed in it: `position_fn()` (the training loop's count of
+    batches done, which is behind what a prefetching fetcher has taken) or, when that is None or returns
+    None, the batches this loader's current iterator has yielded. The next `iter()` in that epoch resumes
+    after them (module docstring); in another epoch the state is dropped.
     """
 
     def __init__(
@@ -353,6 +469,7 @@ class StreamLoader(DataLoader):
         persistent_workers: bool = False,
         sampler: None = None,
         batch_sampler: None = None,
+        position_fn: Callable[[], int | None] | None = None,
     ) -> None:
         if sampler is not None or batch_sampler is not None:
             raise ValueError(
@@ -365,13 +482,52 @@ class StreamLoader(DataLoader):
             pin_memory=pin_memory,
             persistent_workers=persistent_workers and num_workers > 0,
         )
-        self.epoch_fn = epoch_fn
+        self.epoch_fn, self.position_fn = epoch_fn, position_fn
         self._iters = 0
+        self._yielded = 0  # batches of the current epoch given out (including resumed-over ones)
+        self._pending: tuple[int, int] | None = None  # (epoch, batches) from load_state_dict
         dataset.num_workers = num_workers
+
+    def _identity(self) -> dict[str, object]:
+        """What fixes the plan and the order: a state is only valid for a loader with the same."""
+        ds = self.dataset
+        return {"mode": ds.mode, "split": ds.split, "world_size": ds.world_size, "num_workers": self.num_workers,
+                "batch_size": ds.batch_size, "seed": ds.seed, "shuffle": ds.shuffle,
+                "shuffle_buffer_row_groups": ds.buffer_units, "rows": sum(u.rows for u in ds.units)}
+
+    def state_dict(self) -> dict[str, object]:
+        position = self.position_fn() if self.position_fn is not None else None
+        batches = self._yielded if position is None else int(position)
+        return {"epoch": self.dataset.epoch, "batches": batches, **self._identity()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Resume the next `iter()` in `state["epoch"]` after `state["batches"]` batches (see the class)."""
+        ours = self._identity()
+        if self.dataset.mode == "eval" and int(state["batches"]):  # type: ignore[arg-type]
+            raise ValueError("an eval loader has no mid-epoch position to resume from")
+        differ = {k: (state.get(k), v) for k, v in ours.items() if state.get(k) != v}
+        if differ:
+            detail = ", ".join(f"{k} {a!r} in the checkpoint, {b!r} now" for k, (a, b) in differ.items())
+            raise ValueError(
+                f"cannot resume the {self.dataset.split} stream mid-epoch: {detail}. The epoch's order depends "
+                "on them; resume with the same settings or from an end-of-epoch checkpoint"
+            )
+        self._pending = (int(state["epoch"]), int(state["batches"]))  # type: ignore[arg-type]
 
     def __iter__(self):  # type: ignore[override]
         epoch = self.epoch_fn() if self.epoch_fn is not None else None
-        self.dataset.set_epoch(self._iters if epoch is None else int(epoch))
+        epoch = self._iters if epoch is None else int(epoch)
+        self.dataset.set_epoch(epoch)
         self._iters += 1
+        pending, self._pending = self._pending, None
+        skip = pending[1] if pending is not None and pending[0] == epoch else 0
+        if skip:
+            self.dataset.resume_from(skip)  # before the workers start (they read it at their iter())
+        self._yielded = skip
         iterator = super().__iter__()
-        return iterator if self.num_workers == 0 else _raise_forwarded(iterator)
+        return self._count(iterator if self.num_workers == 0 else _raise_forwarded(iterator))
+
+    def _count(self, items: Iterator[CTRBatch]) -> Iterator[CTRBatch]:
+        for item in items:
+            self._yielded += 1
+            yield item
