@@ -69,11 +69,13 @@ def data(raw: Path) -> Path:
 
 
 def retrain(data: Path, architecture: str, ckpt: Path) -> Path:
-    """A few training steps of AutoIASRetrain on `data`, saved as a checkpoint."""
+    """A few training steps of AutoIASRetrain on `data` (a large learning rate: the weights move away from
+    their initialisation, so a wrong id changes a probability far beyond the tolerance), saved as a checkpoint."""
     schema = Schema.load(data)
     module = AutoIASRetrain(schema.field_names, schema.vocab_sizes, schema.hash, architecture=architecture,
-                            baseline_dim=4, baseline_hidden=16, baseline_layers=2)
-    trainer = Trainer(max_steps=4, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+                            baseline_dim=4, baseline_hidden=16, baseline_layers=2,
+                            optimizer=lambda params: torch.optim.Adam(params, lr=0.05))
+    trainer = Trainer(max_steps=8, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                       accelerator="cpu", devices=1)
     trainer.fit(module, datamodule=CTRDataModule(str(data), batch_size=128))
@@ -119,7 +121,7 @@ def test_raw_scores_equal_the_checkpoint_on_prepared_rows(name: str, ckpts: dict
     """Parity: raw text -> bundle score == prepared parquet -> the checkpoint model's sigmoid (1e-6)."""
     out = export_checkpoint(ckpts[name], data, tmp_path / "bundle")
     expected = model_probs(ckpts[name], data)  # (300,)
-    assert len(expected) == 300 and expected.std() > 0
+    assert len(expected) == 300 and expected.std() > 1e-3
     report = score(out, [raw / "test.txt"], tmp_path / "preds.parquet", format_name="criteo", batch_size=64)
     rows, probs = read_preds(tmp_path / "preds.parquet")
     assert report.rows == 300 and report.bad_rows == 0
@@ -190,7 +192,7 @@ def test_skip_counts_bad_rows_and_keeps_the_rest(bundle: Path, raw: Path, tmp_pa
     bad = list(lines)
     bad[3] = "2" + bad[3][1:]  # label 2
     bad[10] = "\t".join(bad[10].split("\t")[:20]) + "\n"  # too few columns (pyarrow's own rejection)
-    bad[25] = bad[25].replace("\t", "\tabc\t", 1)  # 'abc' in I1, and one column too many
+    bad[25] = bad[25].replace("\t", "\tabc\t", 1)  # one column too many
     bad[30] = "\n"  # a blank line is no row
     f = write(tmp_path / "bad.txt", bad)
     assert bad_row_indices(f, criteo_format()).tolist() == [3, 10, 25]
@@ -204,7 +206,7 @@ def test_skip_counts_bad_rows_and_keeps_the_rest(bundle: Path, raw: Path, tmp_pa
     keep = [i for i in range(40) if i not in (3, 10, 25, 30)]
     expected_rows = [i for i in range(39) if i not in (3, 10, 25)]  # the blank line is not numbered
     assert rows.tolist() == expected_rows
-    np.testing.assert_allclose(probs, cprobs[keep], rtol=0, atol=0)
+    np.testing.assert_allclose(probs, cprobs[keep], rtol=0, atol=1e-6)  # other batch sizes: last bits differ
 
 
 def test_good_row_indices_skip_the_bad_ones() -> None:
