@@ -125,6 +125,9 @@ class AutoIASRetrain(LightningModule):
         self.arch: Architecture | None
         if architecture_json is None and is_reference(architecture):  # a published model, not in the space:
             self.arch = None  # its name and the baseline_* sizes rebuild it (architecture_json stays None)
+            if init_from_search is not None:
+                raise ArchitectureError(f"init_from_search: {architecture} is a reference model, not an "
+                                        "architecture of the search space (the supernet holds no weights for it)")
             self.model = reference(architecture, vocab_sizes, baseline_dim, baseline_hidden, baseline_layers)
         else:
             if architecture_json is None:
@@ -143,9 +146,6 @@ class AutoIASRetrain(LightningModule):
         """At the start of a fresh fit (not a resumed one: its weights are restored by now), copy the
         weights of `init_from_search` into the model."""
         if self.hparams.init_from_search is not None and self.trainer.ckpt_path is None:
-            if self.arch is None:
-                raise ArchitectureError(f"init_from_search: {self.hparams.architecture} is a reference model, "
-                                        "not an architecture of the search space")
             init_from_search(self.model, self.hparams.init_from_search, self.arch)
 
     # ----- one shared step -----

@@ -115,6 +115,8 @@ def test_retrain_module_builds_a_reference_without_an_architecture(synth_schema:
     assert module.hparams.architecture_json is None
     with pytest.raises(ArchitectureError, match="unknown reference model"):
         AutoIASRetrain(s.field_names, s.vocab_sizes, s.hash, "ref:nope")
+    with pytest.raises(ArchitectureError, match="init_from_search: ref:fm is a reference model"):
+        AutoIASRetrain(s.field_names, s.vocab_sizes, s.hash, "ref:fm", init_from_search="search.ckpt")
 
 
 def test_retrain_ref_deepfm_then_test_from_its_checkpoint(synth_dir: Path, tmp_path: Path) -> None:
