@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from autoias_pl.data.datamodule import CTRDataModule
 from autoias_pl.data.stream import ParquetStream, StreamLoader, _worker_skips
@@ -149,20 +151,36 @@ def test_interrupted_search_resumes_exactly(tmp_path: Path, synth_dir: Path, rew
         [(1, 7, "endless")] if reward_stream else [])
     same_end(search_run(tmp_path / "c", datamodule(synth_dir, reward_stream), ckpt_path=str(ck)), straight)
 
+class Sigterm(Callback):
+    """What Lightning does under DDP after a SIGTERM: SIGTERMException at the start of the next batch."""
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.current_epoch == 1 and batch_idx == 9:
+            raise SIGTERMException
+
 
 @pytest.mark.usefixtures("one_thread")
-def test_every_n_train_steps_checkpoint_resumes_exactly(tmp_path: Path, synth_dir: Path) -> None:
-    """The mid-epoch ModelCheckpoint of configs/trainer/slurm.yaml (every_n_train_steps coprime with 2 and
-    3, the optimizer steps per search batch): resuming from one inside epoch 1 ends as the straight run."""
-    ck = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{epoch}-{step}", every_n_train_steps=7,
-                         save_top_k=-1, save_on_train_epoch_end=False)
-    straight = search_run(tmp_path / "a", datamodule(synth_dir, False), enable_checkpointing=True,
-                          callbacks=[ck])
-    mid = []
-    for path in sorted((tmp_path / "ck").glob("epoch=1-*.ckpt")):
-        state = torch.load(path, weights_only=False)["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
-        if 0 < state["batches"] < 15:
-            mid.append((state["batches"], path))
-    assert mid, "no checkpoint inside epoch 1"
-    batches, path = mid[len(mid) // 2]
-    same_end(search_run(tmp_path / "c", datamodule(synth_dir, False), ckpt_path=str(path)), straight)
+def test_slurm_yaml_checkpoints_resume_exactly(tmp_path: Path, synth_dir: Path) -> None:
+    """The two ModelCheckpoints of configs/trainer/slurm.yaml, as configured there: mid_epoch.ckpt (every
+    1001 global steps there, 7 here: coprime with 2 and 3, the optimizer steps per search batch) and
+    exception.ckpt (a SIGTERM under DDP); resuming from either ends as the straight run."""
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs/trainer/slurm.yaml").read_text())
+    specs = [c["init_args"] for c in config["trainer"]["callbacks"]]
+    assert [s["filename"] for s in specs] == ["mid_epoch", "exception"] and specs[0]["every_n_train_steps"] == 1001
+
+    def callbacks(root: Path) -> list[ModelCheckpoint]:
+        return [ModelCheckpoint(dirpath=root, **{**s, "every_n_train_steps": 7} if "every_n_train_steps" in s
+                                else s) for s in specs]
+
+    straight = search_run(tmp_path / "a", datamodule(synth_dir, False))
+    with pytest.raises(SIGTERMException):
+        search_run(tmp_path / "b", datamodule(synth_dir, False), enable_checkpointing=True,
+                   callbacks=[*callbacks(tmp_path / "ck"), Sigterm()])
+    saved = {p.name: torch.load(p, weights_only=False) for p in (tmp_path / "ck").glob("*.ckpt")}
+    assert set(saved) == {"mid_epoch.ckpt", "exception.ckpt"}
+    loader_state = {n: c["loops"]["fit_loop"]["state_dict"]["combined_loader"][0] for n, c in saved.items()}
+    assert loader_state["exception.ckpt"]["epoch"] == 1 and loader_state["exception.ckpt"]["batches"] == 9
+    assert saved["mid_epoch.ckpt"]["global_step"] % 7 == 0 and 0 < loader_state["mid_epoch.ckpt"]["batches"] < 9
+    for name in saved:
+        same_end(search_run(tmp_path / name, datamodule(synth_dir, False), ckpt_path=str(tmp_path / "ck" / name)),
+                 straight)
