@@ -19,7 +19,7 @@ LEAVES = ("autoias_pl.io", "autoias_pl.auc")
 DATA = ("autoias_pl.data",)
 CORE = ("autoias_pl.space", "autoias_pl.layout", "autoias_pl.interactions", "autoias_pl.ctr_model",
         "autoias_pl.baselines", "autoias_pl.supernet", "autoias_pl.references")
-SEARCH_LOGIC = ("autoias_pl.search.generator", "autoias_pl.search.reward")
+SEARCH_LOGIC = ("autoias_pl.search.generator", "autoias_pl.search.reward", "autoias_pl.search.refine")
 CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.demo", "autoias_pl.compare", "autoias_pl.serve.cli")
 SERVE = ("autoias_pl.serve",)
 SERVE_EXPORT = "autoias_pl.serve.export"  # reads a retrain checkpoint: the one serve module that may import retrain

@@ -124,3 +124,35 @@ def test_uniform_teacher_draws_functions_per_batch_and_keeps_the_rest_of_the_tea
     assert len(set(a.indices("func"))) > 1
     paper = make()
     assert paper.teacher_of(3) is paper.teacher  # the paper's: concat everywhere
+
+
+def test_refine_pairs_climbs_to_the_best_option_of_each_pair() -> None:
+    """With an objective that counts pairs at their target option, one sweep reaches the target exactly."""
+    from autoias_pl.search.refine import option_of, refine_pairs
+
+    g = torch.Generator().manual_seed(3)
+    target = torch.randint(1 + len(SPACE.functions), (SPACE.num_pairs,), generator=g).tolist()
+
+    def score(archs: list[Architecture]) -> torch.Tensor:
+        return torch.tensor([sum(option_of(a, q) == t for q, t in enumerate(target)) / len(target)
+                             for a in archs], dtype=torch.float64)
+
+    start = Architecture.uniform_random(SPACE, g)
+    got = refine_pairs(start, score, sweeps=1)
+    assert [option_of(got, q) for q in range(SPACE.num_pairs)] == target
+    assert got.provenance["refined_to"] == 1.0 and got.provenance["changes"] > 0
+    untouched = ("emb", "proj", "insert", "hidden")
+    assert all(got.indices(c) == start.indices(c) for c in untouched)
+    assert got.selected[: SPACE.num_fields] == start.selected[: SPACE.num_fields]
+    # nothing to gain: nothing changes
+    assert refine_pairs(got, score).choices == got.choices
+
+
+def test_search_validates_the_refined_architecture(tmp_path: Path, data) -> None:  # noqa: F811
+    module = make(refine_sweeps=1, pair_decision="joint", teacher_functions="uniform")
+    trainer(tmp_path, epochs=1).fit(module, datamodule=data)
+    prov = module._val_arch.provenance
+    assert prov["refined_to"] >= prov["refined_from"]
+    assert module.best_architecture.choices == module._val_arch.choices
+    with pytest.raises(ValueError, match="reward set"):
+        make(refine_sweeps=1, reward_rows=0)

@@ -41,6 +41,7 @@ from autoias_pl.io import run_dir
 from autoias_pl.metrics import ctr_metrics
 from autoias_pl.search.callbacks import BestArchitectureWriter, SearchViews
 from autoias_pl.search.generator import ArchitectureGenerator, PairDecision
+from autoias_pl.search.refine import refine_pairs
 from autoias_pl.search.reward import (
     BaselineKind,
     RewardShaper,
@@ -103,6 +104,7 @@ class AutoIASSearch(LightningModule):
         max_params: int | None = None,
         max_macs: int | None = None,
         teacher_functions: Literal["concat", "uniform"] = "concat",
+        refine_sweeps: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["supernet_optimizer", "generator_optimizer"])
@@ -124,6 +126,9 @@ class AutoIASSearch(LightningModule):
             self.generator = ArchitectureGenerator(self.space, generator_embed_dim, generator_hidden_dim,
                                                    init_select_prob, pair_decision=pair_decision)
         self.max_params, self.max_macs = max_params, max_macs
+        if refine_sweeps < 0 or refine_sweeps and reward_rows == 0:
+            raise ValueError("refine_sweeps must be >= 0 and needs the fixed reward set (reward_rows > 0)")
+        self.refine_sweeps = refine_sweeps
         self.shaper = RewardShaper(baseline, alpha_tau, reward_scaling)
         self.register_buffer("batch_count", torch.zeros((), dtype=torch.long))
         if teacher_functions not in ("concat", "uniform"):
@@ -228,6 +233,13 @@ class AutoIASSearch(LightningModule):
             out = out - budget_excess(archs, self.vocab_sizes, self.max_params, self.max_macs)
         return out
 
+    @torch.no_grad()
+    def reward_auc(self, archs: list[Architecture], rows: CTRBatch) -> Tensor:
+        """AUC (M,) float64 (on CPU) of each architecture on the reward rows of all ranks (identical on all)."""
+        scores = torch.stack([self.supernet(rows.features, a) for a in archs])  # (M, b)
+        scores, labels = self._gather_scores(scores, rows.labels)  # (M, R), (R,)
+        return batched_auc(scores.float(), labels).cpu()  # (M,)
+
     def _generator_phase(self, reward: CTRBatch | None, opt: Any, step: int) -> None:
         """Eq. 20-23: M architectures, their AUC on the reward rows, a REINFORCE step of the generator.
         With sampler="uniform" the M architectures are uniform draws, scored the same way, and no step is
@@ -243,10 +255,7 @@ class AutoIASSearch(LightningModule):
         else:
             sample = self.generator.sample(self.num_reward_archs, rng)
             archs = sample.architectures
-        with torch.no_grad():
-            scores = torch.stack([self.supernet(rows.features, a) for a in archs])  # (M, b)
-            scores, labels = self._gather_scores(scores, rows.labels)  # (M, R), (R,)
-            auc = batched_auc(scores, labels).cpu()  # (M,) float64, beside the CPU cost term
+        auc = self.reward_auc(archs, rows)  # (M,)
         if torch.isnan(auc).any():  # a single class in the reward rows: no reward, no update
             return
         rewards = self.objective(archs, auc)  # (M,)
@@ -295,7 +304,14 @@ class AutoIASSearch(LightningModule):
         return self.generator.greedy()
 
     def on_validation_epoch_start(self) -> None:
-        self._val_arch = self.candidate()
+        arch = self.candidate()
+        if self.refine_sweeps and self._reward_set is not None and not self.trainer.sanity_checking:
+            rows = self._reward_set
+            arch = refine_pairs(arch, lambda archs: self.objective(archs, self.reward_auc(archs, rows)),
+                                self.refine_sweeps, seed=self.seed + int(self.batch_count))
+            self.log_dict({"search/refine_gain": arch.provenance["refined_to"] - arch.provenance["refined_from"],
+                           "search/refine_changes": float(arch.provenance["changes"])})
+        self._val_arch = arch
         self.val_metrics.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
