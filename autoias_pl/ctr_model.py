@@ -106,7 +106,8 @@ class CTRModel(nn.Module):
                 ei, ej = pk.index_select(1, left), pk.index_select(1, right)  # (B, m, k) each, contiguous
                 if func == "concat":  # ê_i @ A[:k, :k] + c[:k] + ê_j @ B[:k, :k], on the pair's gathered rows only
                     v = torch.addmm(self.concat_c[:k], ei.view(-1, k), self.concat_a[:k, :k])  # (B m, k)
-                    v = v.addmm_(ej.view(-1, k), self.concat_b[:k, :k]).view(ei.shape)  # (B, m, k)
+                    # in-place addmm_ is not autocast: align to v's dtype (bf16 under autocast; no-op in fp32)
+                    v = v.addmm_(ej.view(-1, k).to(v.dtype), self.concat_b[:k, :k].to(v.dtype)).view(ei.shape)
                 else:
                     v = _ELEMENTWISE[func](ei, ej)  # (B, m, k)
                 groups.append(v)  # (B, m, k)

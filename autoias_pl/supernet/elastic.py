@@ -4,6 +4,11 @@ Every op reads the prefix of its max-size parameters (eq. 9): a width-d sub-op u
 Embedding widths that vary per field arrive as prefix masks; vectors are then read per width group at
 their true width (`prefix_gather`) and multiplied with the weight-block prefixes (`ElasticLayer`); widths
 that are one per call (MLP hidden units) are real slices. No op keeps an "active width" state.
+
+Mixed precision: autocast does not reach into the custom autograd Functions (their in-place `addmm_` /
+`index_add_` are not autocast ops), so they align dtypes themselves: `_BlockMatmul` computes in the autocast
+dtype of its device when autocast is on (else the weight's dtype) and returns the weight gradient in the
+weight's dtype; `_PrefixGather` keeps its source's dtype. Without autocast every cast is a no-op.
 """
 
 from __future__ import annotations
@@ -95,10 +100,10 @@ class _PrefixGather(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:
-        out = grads[0].new_zeros(ctx.shape)  # (B, q, K)
+        out = grads[0].new_zeros(ctx.shape)  # (B, q, K), in src's dtype (that of its outputs' gradients)
         for r, w, g in zip(ctx.rows, ctx.widths, grads, strict=True):
             if g is not None:
-                view = out[:, :, :w]  # (B, q, w)
+                view, g = out[:, :, :w], _cast(g, out.dtype)  # (B, q, w)
                 if r is None:
                     view.add_(g)
                 else:
@@ -120,45 +125,64 @@ def _blocks(weight: Tensor, ids: Tensor | None, w: int, h: int) -> Tensor:
     return blocks if ids is None else blocks.index_select(0, ids)  # (m, w, h)
 
 
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t in `dtype`; t itself (no op dispatched) when it already is, as always in full precision."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _compute_dtype(weight: Tensor) -> torch.dtype:
+    """The dtype a matmul with `weight` runs in: autocast's for its device when autocast is on, else its own."""
+    kind = weight.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else weight.dtype
+
+
 class _BlockMatmul(torch.autograd.Function):
     """y + sum over groups g of vecs_g (B, m_g * w_g) @ weight[ids_g, :w_g, :h] -> (B, h).
 
     Each group multiplies its vectors at their true width w_g with the weight-block prefixes (no padding
     to D). The backward writes every group's block gradient into ONE dense (V, D, H) gradient (slicing
     the weight per group in autograd would zero-fill a full-size buffer per group).
+
+    Under autocast (any device) y, the vectors and only the blocks in use are cast to the autocast dtype, as
+    addmm would be, and saved in it; the weight gradient is accumulated into the weight's dtype.
     """
 
     @staticmethod
     def forward(ctx, y: Tensor, weight: Tensor, h: int, ids: tuple[Tensor | None, ...], *vecs: Tensor) -> Tensor:
-        blocks = [_blocks(weight, i, v.shape[2], h) for i, v in zip(ids, vecs, strict=True)]  # [(m, w, h)]
-        out = y.clone(memory_format=torch.contiguous_format)  # (B, h)
+        dt = _compute_dtype(weight)
+        in_dtypes = tuple(v.dtype for v in vecs)
+        vecs = tuple(_cast(v, dt) for v in vecs)
+        blocks = [_cast(_blocks(weight, i, v.shape[2], h), dt) for i, v in zip(ids, vecs, strict=True)]  # [(m, w, h)]
+        out = _cast(y, dt).clone(memory_format=torch.contiguous_format)  # (B, h)
         for v, b in zip(vecs, blocks, strict=True):
             out.addmm_(v.reshape(v.shape[0], -1), b.reshape(-1, h))
         ctx.save_for_backward(*vecs, *blocks)
-        ctx.ids, ctx.h, ctx.shape = ids, h, weight.shape
+        ctx.ids, ctx.h, ctx.shape, ctx.w_dtype, ctx.y_dtype = ids, h, weight.shape, weight.dtype, y.dtype
+        ctx.v_dtypes = in_dtypes
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # grad (B, h)
         saved, g = ctx.saved_tensors, len(ctx.ids)
         vecs, blocks, h = saved[:g], saved[g:], ctx.h
+        grad = _cast(grad, blocks[0].dtype)  # the forward's compute dtype
         grad_w = None
         if ctx.needs_input_grad[1]:
             mats = [v.reshape(v.shape[0], -1).t() @ grad for v in vecs]  # [(m * w, h)]
             if g == 1 and ctx.ids[0] is None and vecs[0].shape[2] == ctx.shape[1] and h == ctx.shape[2]:
-                grad_w = mats[0].view(ctx.shape)  # the teacher's layer: every block at full size
+                grad_w = _cast(mats[0].view(ctx.shape), ctx.w_dtype)  # the teacher's layer: every block at full size
             else:
-                grad_w = grad.new_zeros(ctx.shape)  # (V, D, H)
+                grad_w = grad.new_zeros(ctx.shape, dtype=ctx.w_dtype)  # (V, D, H)
                 for i, v, m in zip(ctx.ids, vecs, mats, strict=True):
                     view = grad_w[:, : v.shape[2], :h]  # (V, w, h)
-                    m = m.view(-1, v.shape[2], h)  # (m, w, h)
+                    m = _cast(m.view(-1, v.shape[2], h), ctx.w_dtype)  # (m, w, h)
                     if i is None:
                         view.copy_(m)
                     else:
                         view.index_copy_(0, i, m)  # ids are distinct within a layer
-        grad_v = [(grad @ b.reshape(-1, h).t()).view(v.shape) if ctx.needs_input_grad[4 + n] else None
-                  for n, (v, b) in enumerate(zip(vecs, blocks, strict=True))]
-        return grad, grad_w, None, None, *grad_v
+        grad_v = [_cast((grad @ b.reshape(-1, h).t()).view(v.shape), t) if ctx.needs_input_grad[4 + n] else None
+                  for n, (v, b, t) in enumerate(zip(vecs, blocks, ctx.v_dtypes, strict=True))]
+        return _cast(grad, ctx.y_dtype), grad_w, None, None, *grad_v
 
 
 class ElasticLayer(nn.Module):
