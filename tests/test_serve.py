@@ -21,13 +21,14 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
+from autoias_pl.ctr_model import CTRModel
 from autoias_pl.data.datamodule import CTRDataModule
 from autoias_pl.data.prepare import prepare
-from autoias_pl.data.readers import criteo_format
+from autoias_pl.data.readers import AVAZU_COLUMNS, avazu_format, criteo_format, csv_format
 from autoias_pl.data.schema import Schema, SchemaError
 from autoias_pl.retrain import AutoIASRetrain
 from autoias_pl.serve import score as score_module
-from autoias_pl.serve.bundle import BUNDLE_FILE, PROGRAM_FILE, BundleError, load_bundle
+from autoias_pl.serve.bundle import BUNDLE_FILE, PROGRAM_FILE, BundleError, load_bundle, write_bundle
 from autoias_pl.serve.cli import main
 from autoias_pl.serve.export import export_checkpoint
 from autoias_pl.serve.score import bad_row_indices, good_row_indices, score
@@ -287,3 +288,46 @@ def test_export_refuses_an_existing_folder_without_overwrite(ckpts: dict[str, Pa
     assert not (out / "keep.txt").exists() and load_bundle(out).schema.hash == Schema.load(data).hash
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["architecture.json", "bundle.json", "model.pt2", "schema.json", "vocab.parquet"])
+
+
+def avazu_lines(rng: np.random.Generator, rows: int, pool: int, days: int) -> list[str]:
+    lines = [",".join(AVAZU_COLUMNS) + "\n"]
+    for i in range(rows):
+        hour = f"1410{21 + rng.integers(days):02d}{rng.integers(24):02d}"
+        cats = [f"{k}v{rng.integers(pool)}" for k in range(21)]
+        lines.append(",".join([str(i), str(rng.integers(2)), hour, *cats]) + "\n")
+    return lines
+
+
+def csv_lines(rng: np.random.Generator, rows: int, pool: int, days: int) -> list[str]:
+    lines = ["y,a,n,b\n"]
+    for _ in range(rows):
+        lines.append(f"{rng.integers(2)},a{rng.integers(pool)},{rng.integers(-5, 50 * days)},\"b,{rng.integers(pool)}\"\n")
+    return lines
+
+
+@pytest.mark.parametrize("fmt_name", ["avazu", "csv"])
+def test_avazu_and_csv_rows_score_like_their_prepared_rows(fmt_name: str, tmp_path: Path) -> None:
+    """The other formats through the same path (no Lightning here: a CTRModel with large random weights);
+    the test file has unseen categoricals, hours of unseen days and unseen numeric buckets."""
+    rng = np.random.default_rng(1)
+    lines, fmt = ((avazu_lines, avazu_format()) if fmt_name == "avazu"
+                  else (csv_lines, csv_format("y", ["a", "b"], ["n"])))
+    train = write(tmp_path / "train.csv", lines(rng, 400, 8, 3))
+    test = write(tmp_path / "test.csv", lines(rng, 200, 12, 9))
+    schema = prepare(tmp_path / "data", fmt, train=[train], test=[test], min_count=2)
+    arch = Architecture.uniform_random(SearchSpace.from_schema(schema, emb_dims=(2, 4), proj_dims=(2, 4),
+                                                               hidden_units=(8,), num_layers=2),
+                                       torch.Generator().manual_seed(0))
+    model = CTRModel(arch, schema.vocab_sizes).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0.0, 0.3)
+    bundle = write_bundle(tmp_path / "bundle", model, tmp_path / "data", schema.hash, arch.to_json_dict())
+    score(bundle, [test], tmp_path / "p.parquet", format_name=fmt_name)
+    rows, probs = read_preds(tmp_path / "p.parquet")
+    table = pq.read_table(next((tmp_path / "data" / "test").glob("part-*.parquet")))
+    x = torch.from_numpy(np.stack([table[f].to_numpy().astype(np.int64) for f in schema.field_names], 1))
+    with torch.no_grad():
+        expected = torch.sigmoid(model(x)).numpy()
+    assert rows.tolist() == list(range(200)) and expected.std() > 1e-2
+    np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-6)
