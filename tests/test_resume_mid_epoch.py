@@ -3,6 +3,9 @@ ends where the straight run ends, and a resumed stream yields exactly the batche
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,8 @@ import yaml
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script by the DDP test
 
 from autoias_pl.data.datamodule import CTRDataModule
 from autoias_pl.data.stream import ParquetStream, StreamLoader, _worker_skips
@@ -184,3 +189,62 @@ def test_slurm_yaml_checkpoints_resume_exactly(tmp_path: Path, synth_dir: Path) 
     for name in saved:
         same_end(search_run(tmp_path / name, datamodule(synth_dir, False), ckpt_path=str(tmp_path / "ck" / name)),
                  straight)
+
+
+# ----- the same under DDP: 2 CPU processes (gloo); the file runs itself as a script (Lightning's DDP
+# launcher re-executes sys.argv, so it cannot run inside pytest) -----
+
+
+class SaveAndStopAll(Callback):
+    """Every rank: at batch `batch` of epoch 1 save a checkpoint (a collective) and stop."""
+
+    def __init__(self, path: Path, batch: int) -> None:
+        self.path, self.batch = path, batch
+
+    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        if trainer.current_epoch == 1 and args[-1] == self.batch:
+            trainer.save_checkpoint(self.path)
+            trainer.should_stop = True
+
+
+def ddp_main(data: Path, out: Path, phase: str) -> None:
+    from lightning.pytorch.strategies import DDPStrategy
+
+    torch.set_num_threads(1)
+    dm = datamodule(data, True)
+    model = AutoIASSearch(dm.field_names, dm.vocab_sizes, dm.schema_hash, **FIELDS_KW, reward_rows=0,
+                          warmup_batches=3)
+    ck = out / "interrupted.ckpt"
+    t = Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(find_unused_parameters=True,
+                process_group_backend="gloo"), max_epochs=2, num_sanity_val_steps=0, logger=False,
+                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                default_root_dir=str(out), callbacks=[SaveAndStopAll(ck, 3)] if phase == "interrupt" else [])
+    t.fit(model, datamodule=dm, ckpt_path=str(ck) if phase == "resume" else None)
+    torch.save({"state": model.state_dict(), "batch_count": int(model.batch_count), "step": t.global_step},
+               out / f"{phase}-rank{t.global_rank}.pt")
+
+
+@pytest.mark.slow
+def test_ddp_interrupted_search_resumes_exactly(tmp_path: Path, synth_dir: Path) -> None:
+    """2 ranks, reward stream: killed after batch 4 of epoch 1 of 7 per rank and resumed from rank 0's
+    checkpoint, both ranks end with the straight run's parameters."""
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    for phase in ("straight", "interrupt", "resume"):
+        try:
+            done = subprocess.run([sys.executable, __file__, str(synth_dir), str(tmp_path), phase], env=env,
+                                  capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired as e:
+            pytest.fail(f"DDP {phase} run hung\n{e.stderr}")
+        assert done.returncode == 0, done.stderr[-4000:]
+    states = torch.load(tmp_path / "interrupted.ckpt", weights_only=False)["loops"]["fit_loop"]["state_dict"]
+    assert [(s["epoch"], s["batches"], s["world_size"]) for s in states["combined_loader"]] == [(1, 4, 2)] * 2
+    for rank in (0, 1):
+        straight, resumed = (torch.load(tmp_path / f"{p}-rank{rank}.pt") for p in ("straight", "resume"))
+        assert resumed["batch_count"] == straight["batch_count"] == 14
+        assert resumed["step"] == straight["step"]
+        for name, value in straight["state"].items():
+            torch.testing.assert_close(resumed["state"][name], value, atol=1e-6, rtol=0, msg=name)
+
+
+if __name__ == "__main__":
+    ddp_main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
