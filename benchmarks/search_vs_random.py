@@ -85,14 +85,14 @@ def report(runs: list[dict[str, Any]], out: Path, planted: list[str]) -> dict[st
     matplotlib.use("Agg")  # a script: its own backend
     import matplotlib.pyplot as plt
 
-    rows, summary = ["| method | best val AUC | test AUC (inherited weights) | planted pairs selected |",
+    rows, summary = ["| method | best val AUC | test AUC (inherited weights) | planted pairs selected / pairs selected |",
                      "|---|---|---|---|"], {}
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for sampler, label, color in (("generator", "generator (REINFORCE)", "C0"), ("uniform", "random search", "C1")):
         mine = [r for r in runs if r["sampler"] == sampler]
-        found = [len(set(r["selected_pairs"]) & set(planted)) for r in mine]
+        found = [f"{len(set(r['selected_pairs']) & set(planted))}/{len(r['selected_pairs'])}" for r in mine]
         rows.append(f"| {label} | {mean_std([r['best_val_auc'] for r in mine])} | "
-                    f"{mean_std([r['test_auc'] for r in mine])} | {found} of {len(planted)} |")
+                    f"{mean_std([r['test_auc'] for r in mine])} | {', '.join(found)} (of {len(planted)} planted) |")
         summary[sampler] = {"best_val_auc": [r["best_val_auc"] for r in mine], "test_auc": [r["test_auc"] for r in mine]}
         for k, r in enumerate(mine):
             xs = [x for x, _ in r["curve"]]
