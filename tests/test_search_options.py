@@ -49,7 +49,7 @@ def test_joint_log_prob_is_the_sampling_log_prob_and_counts_each_pair_once() -> 
             logp = gen.probs(c, [a])[0].log()  # (D_c, C)
             idx = gen._indices([a])[c][0]
             rows = range(n) if c == "select" else range(logp.shape[0])
-            total += sum(float(logp[d, idx[d]]) for d in rows)
+            total += sum(float(logp[d, idx[d]].detach()) for d in rows)
         ref.append(total)
     torch.testing.assert_close(s.log_prob.double(), torch.tensor(ref, dtype=torch.float64), atol=1e-4, rtol=0)
 
