@@ -5,6 +5,7 @@ A leaf module: it imports nothing from the package and no Lightning, so every la
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -64,6 +65,14 @@ def atomic_write_parquet(path: str | Path, table: Any) -> None:
     import pyarrow.parquet as pq
 
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def read_json(path: str | Path, error: type[Exception]) -> Any:
+    """The JSON value in `path`; invalid JSON raises `error("<path>:<line>: invalid JSON (<why>)")`."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
 
 
 def run_dir(trainer: Any) -> Path:

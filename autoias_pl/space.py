@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from autoias_pl.io import atomic_write_text
+from autoias_pl.io import atomic_write_text, read_json
 from autoias_pl.layout import ArchitectureLayout
 
 COMPONENTS: tuple[str, ...] = ("emb", "proj", "func", "select", "insert", "hidden")
@@ -373,11 +373,9 @@ class Architecture:
         """Read an architecture JSON; with `schema_hash`, refuse one searched on a different data schema."""
         path = Path(path)
         try:
-            d = json.loads(path.read_text())
+            d = read_json(path, ArchitectureError)
         except FileNotFoundError as e:
             raise ArchitectureError(f"{path}: no such architecture file") from e
-        except json.JSONDecodeError as e:
-            raise ArchitectureError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
         arch = cls.from_json_dict(d, source=str(path))
         if schema_hash is not None and arch.space.schema_hash != schema_hash:
             raise ArchitectureError(

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoias_pl.io import atomic_write_text
+from autoias_pl.io import atomic_write_text, read_json
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "schema.json"
@@ -100,11 +100,7 @@ class Schema:
         path = Path(directory) / SCHEMA_FILE
         if not path.is_file():
             raise SchemaError(f"{path}: no schema.json (is {directory} a prepared dataset?)")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise SchemaError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json(path, SchemaError), source=str(path))
 
 
 def shard_path(directory: str | Path, split: str, index: int) -> Path:

@@ -36,7 +36,7 @@ from torch import nn
 
 from autoias_pl.data.readers import RawFormat
 from autoias_pl.data.schema import OOV_ID, SCHEMA_FILE, Schema, SchemaError
-from autoias_pl.io import atomic_output_dir, atomic_write_text
+from autoias_pl.io import atomic_output_dir, atomic_write_text, read_json
 
 BUNDLE_VERSION = 1
 BUNDLE_FILE = "bundle.json"
@@ -187,10 +187,7 @@ def load_bundle(directory: str | Path) -> Bundle:
     path = directory / BUNDLE_FILE
     if not path.is_file():
         raise BundleError(f"{path}: no bundle.json (is {directory} a bundle of `autoias-serve export`?)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise BundleError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+    meta = read_json(path, BundleError)
     version = meta.get("autoias_bundle_version")
     if version != BUNDLE_VERSION:
         raise BundleError(f"{path}: autoias_bundle_version {version!r}, expected {BUNDLE_VERSION}")
