@@ -1,25 +1,29 @@
 """The AutoIAS search as a LightningModule (paper 3.3.2, 3.4, Algorithm 1), manual optimization.
 
 Per training batch (`training_step`):
-1. teacher: BCE(y, f(x; w, a_t)), one supernet step (eq. 10-11);
+1. teacher: BCE(y, f(x; w, a_t)), one supernet step (eq. 10-11); a_t is the largest architecture (concat
+   everywhere; with teacher_functions="uniform" its pair functions are drawn per batch);
 2. students: soft labels from the updated teacher (eq. 12); N students from the sampler (the generator, or
    uniform during warm-up / with sampler="uniform"); mean over students of beta * soft + (1 - beta) * hard
    BCE (eq. 13-16); one supernet step;
-3. generator: M architectures sampled, reward = AUC on reward rows of the validation split (minus a cost
-   term, optional) -> advantage (baseline, optional scaling) -> -mean(log P(a) A) (eq. 20-23), one generator
-   step. Skipped during warm-up, with sampler="uniform" and on reward rows of a single class.
+3. generator: M architectures sampled, reward = the objective (AUC on reward rows of the validation split,
+   minus the optional cost term and size-budget excess) -> advantage (baseline, optional scaling) ->
+   -mean(log P(a) A) (eq. 20-23), one generator step. Skipped during warm-up and on reward rows of a single
+   class. With sampler="uniform" (random search) M uniform architectures are scored the same way and no step
+   is taken. Either way the best-scoring architecture seen is kept (`best_scored`).
 
 `trainer.global_step` counts optimizer steps: 3 per batch (2 during warm-up or with sampler="uniform").
 Configure runs with max_epochs and val_check_interval in batches, not max_steps.
 
 Every rank draws the same architectures (torch.Generators seeded from (seed, batch counter, phase); the
 counter is a buffer, so it is checkpointed) and sees the same reward (scores and labels are all-gathered
-before the AUC). After each validation the generator's greedy architecture is scored on the whole validation
-split with inherited weights (`val/auc`, `val/logloss`, `val/params`, and `val/score` = val/auc minus the
-reward's cost term, equal to val/auc when cost_weight = 0); the best by val/score so far is written by rank
-0 to `<log_dir>/best_architecture.json`. EarlyStopping on `val/score` (or `val/auc`), mode max, ends it.
+before the AUC). Each validation scores the candidate (the generator's greedy architecture; random search's
+best scored one), optionally refined by `refine_sweeps` of coordinate ascent over the pairs (search/refine.py),
+on the whole validation split with inherited weights (`val/auc`, `val/logloss`, `val/params`, and
+`val/score` = the objective on val/auc, equal to val/auc without cost term or budget); the best by val/score
+is kept and written by `search/callbacks.py` to `<log_dir>/best_architecture.json`. EarlyStopping on
+`val/score` (or `val/auc`), mode max, ends it.
 """
-
 from __future__ import annotations
 
 import math
