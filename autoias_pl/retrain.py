@@ -5,6 +5,12 @@ hand-crafted baseline expressed in the same space (`lr`, `fm`, `dnn`, `deepfm`, 
 as the standalone `CTRModel`; or a published reference model named `ref:<model>` (autoias_pl/references.py,
 a plain nn.Module outside the space, e.g. `ref:deepfm`). This module only trains it: one shared step for
 train/val/test, BCE on logits, AUC and logloss from `ctr_metrics`, `test_metrics.json` at the end of test.
+
+Regularization (the retraining recipe, all off by default here; configs/retrain.yaml turns on the measured
+one, docs/usage.md "Retraining recipe"): `l2_embedding`, an L2 penalty on the embedding rows looked up in
+the batch; `weight_decay_dense`, L2 weight decay on the dense weight matrices; `dropout` after every hidden
+ReLU of the MLP. Validation also logs `val/auc_minus_logloss` (FuxiCTR's default monitor, AUC - logloss),
+a checkpoint criterion that watches calibration as well as ranking.
 """
 
 from __future__ import annotations
@@ -18,14 +24,14 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from torch import Tensor
+from torch import Tensor, nn
 
 from autoias_pl.baselines import BASELINES, baseline
 from autoias_pl.ctr_model import CTRModel
 from autoias_pl.data.batch import CTRBatch
 from autoias_pl.io import atomic_write_text, run_dir
 from autoias_pl.metrics import ctr_metrics
-from autoias_pl.references import REFERENCES, is_reference, reference
+from autoias_pl.references import REFERENCES, is_reference, reference, reference_args
 from autoias_pl.space import FUNCTIONS, Architecture, ArchitectureError, SearchSpace
 from autoias_pl.supernet.checkpoint import supernet_from_checkpoint
 from autoias_pl.supernet.export import export
@@ -93,10 +99,26 @@ class AutoIASRetrain(LightningModule):
     `field_names`, `vocab_sizes` and `schema_hash` are linked from the DataModule by the CLI.
     `architecture`: a baseline name, a path to an architecture JSON (refused if searched on another data
     schema) or a reference model `ref:<model>` (autoias_pl/references.py; sized by the baseline_* arguments,
-    no `Architecture`: `architecture_json` stays None and the report counts the module's parameters). `baseline_dim`, `baseline_hidden`, `baseline_layers`: embedding width, MLP width and depth of
-    the baselines (the structure of each is in autoias_pl/baselines.py).
+    no `Architecture`: `architecture_json` stays None and the report counts the module's parameters).
+    `baseline_dim`, `baseline_hidden`, `baseline_layers`: embedding width, MLP width and depth of the
+    baselines (the structure of each is in autoias_pl/baselines.py); a reference may take the MLP's widths
+    as a list, e.g. `baseline_hidden: [256, 128]` (DeepCTR-Torch's default DNN).
     `init_from_search`: a search checkpoint; at the start of a fresh fit (`on_fit_start`, not when resuming
     from a checkpoint) the model takes its supernet's weights (via export) instead of a fresh initialisation.
+
+    Regularization (training steps only; val/test losses are plain BCE):
+    - `l2_embedding` (lambda): adds lambda * sum over the batch's lookups of ||e||^2 / B to the mean BCE, i.e.
+      per sample the squared norm of every embedding row it looked up, over every `nn.Embedding` of the model
+      (the first-order weights of the references included). Only rows in the batch are penalized, each in
+      proportion to its frequency (the lazy, per-batch form of the CTR literature's embedding L2; DeepCTR-Torch
+      instead adds l2 * ||W||^2 of whole tables to a SUM-reduced loss). Logged as `train/l2`.
+    - `weight_decay_dense`: weight decay (the optimizer's own: coupled L2 for Adam, decoupled for AdamW) on
+      every parameter of >= 2 dims outside the embeddings (MLP, cross, projection matrices; not biases); the
+      embeddings keep the optimizer's weight_decay (0 unless set in its init_args). 0: one param group.
+    - `dropout`: the drop rate after each hidden layer's ReLU of the MLP, as the papers' DNN parts have it.
+      References with an MLP take it as their `dropout` argument (ref:lr and ref:fm have no MLP and ignore
+      it); an in-space architecture gets it on the outputs of its MLP layers (before their ReLU, the same:
+      the mask is non-negative). Off in eval, so validation and test are deterministic.
 
     Self-contained checkpoints: `__init__` resolves the architecture once and stores it, as its JSON dict,
     in the hyperparameter `architecture_json`, which takes precedence over `architecture` when given. So a
@@ -112,24 +134,35 @@ class AutoIASRetrain(LightningModule):
         schema_hash: str,
         architecture: str = "deepfm",
         baseline_dim: int = 16,
-        baseline_hidden: int = 400,
+        baseline_hidden: int | list[int] = 400,
         baseline_layers: int = 3,
         optimizer: OptimizerCallable = torch.optim.Adam,
         init_from_search: str | None = None,
         architecture_json: dict[str, Any] | None = None,
+        l2_embedding: float = 0.0,
+        weight_decay_dense: float = 0.0,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         if len(vocab_sizes) != len(field_names):
             raise ValueError(f"{len(vocab_sizes)} vocab_sizes for {len(field_names)} field_names")
+        if l2_embedding < 0 or weight_decay_dense < 0 or not 0 <= dropout < 1:
+            raise ValueError(f"need l2_embedding >= 0, weight_decay_dense >= 0 and 0 <= dropout < 1, got "
+                             f"{l2_embedding}, {weight_decay_dense}, {dropout}")
         self.arch: Architecture | None
         if architecture_json is None and is_reference(architecture):  # a published model, not in the space:
             self.arch = None  # its name and the baseline_* sizes rebuild it (architecture_json stays None)
             if init_from_search is not None:
                 raise ArchitectureError(f"init_from_search: {architecture} is a reference model, not an "
                                         "architecture of the search space (the supernet holds no weights for it)")
-            self.model = reference(architecture, vocab_sizes, baseline_dim, baseline_hidden, baseline_layers)
+            kwargs = {"dropout": dropout} if dropout and "dropout" in reference_args(architecture) else {}
+            self.model = reference(architecture, vocab_sizes, baseline_dim, baseline_hidden, baseline_layers,
+                                   **kwargs)
         else:
+            if not isinstance(baseline_hidden, int):
+                raise ArchitectureError(f"baseline_hidden={baseline_hidden}: a list of widths is for ref: models "
+                                        "only; the baselines of the space have one hidden width")
             if architecture_json is None:
                 self.arch = resolve_architecture(
                     architecture, field_names, schema_hash, baseline_dim, baseline_hidden, baseline_layers
@@ -138,6 +171,14 @@ class AutoIASRetrain(LightningModule):
                 self.arch = embedded_architecture(architecture_json, field_names, schema_hash)
             self.hparams["architecture_json"] = self.arch.to_json_dict()  # what a checkpoint rebuilds it from
             self.model = CTRModel(self.arch, vocab_sizes)
+            if dropout:  # relu(drop(z)) == drop(relu(z)): the hidden outputs' dropout, no new modules
+                for layer in self.model.mlp:
+                    layer.register_forward_hook(self._drop)
+        self.embeddings = [m for m in self.model.modules() if isinstance(m, nn.Embedding)]
+        self._lookups: list[Tensor] | None = None  # the training step's looked-up rows, when l2_embedding > 0
+        if l2_embedding:
+            for m in self.embeddings:
+                m.register_forward_hook(self._record)
         self.optimizer = optimizer
         self.val_metrics = ctr_metrics("val/")
         self.test_metrics = ctr_metrics("test/")
@@ -148,18 +189,45 @@ class AutoIASRetrain(LightningModule):
         if self.hparams.init_from_search is not None and self.trainer.ckpt_path is None:
             init_from_search(self.model, self.hparams.init_from_search, self.arch)
 
+    # ----- regularization hooks -----
+    def _record(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        if self._lookups is not None:
+            self._lookups.append(output)  # (B, m, d) rows of this table
+
+    def _drop(self, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
+        return F.dropout(output, self.hparams.dropout, self.training)
+
+    def embedding_l2(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits (B,), l2_embedding * sum of ||e||^2 over the rows looked up for `features` / B)."""
+        self._lookups = []
+        try:
+            logits = self.model(features)
+            squares = sum(e.float().square().sum() for e in self._lookups)
+        finally:
+            self._lookups = None
+        return logits, self.hparams.l2_embedding * squares / features.shape[0]
+
     # ----- one shared step -----
     def _step(self, batch: CTRBatch, stage: str) -> Tensor:
-        logits = self.model(batch.features)  # (B,)
-        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
         n = batch.labels.numel()
+        if stage == "train" and self.hparams.l2_embedding:
+            logits, l2 = self.embedding_l2(batch.features)  # (B,), ()
+            self.log("train/l2", l2, on_step=False, on_epoch=True, batch_size=n)
+        else:
+            logits, l2 = self.model(batch.features), None  # (B,)
+        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=stage == "train",
                  batch_size=n, sync_dist=stage != "train")
         if stage != "train":
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             metrics.update(logits.detach(), batch.labels)
             self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-        return loss
+        return loss if l2 is None else loss + l2
+
+    def on_validation_epoch_end(self) -> None:
+        """`val/auc_minus_logloss`: one criterion that rewards ranking and penalizes miscalibration."""
+        values = self.val_metrics.compute()  # synced over ranks
+        self.log("val/auc_minus_logloss", values["val/auc"] - values["val/logloss"])
 
     def training_step(self, batch: CTRBatch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")
@@ -175,7 +243,17 @@ class AutoIASRetrain(LightningModule):
         return torch.sigmoid(self.model(batch.features).float()), batch.labels
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer(self.parameters())
+        if not self.hparams.weight_decay_dense:
+            return self.optimizer(self.parameters())
+        return self.optimizer(self.param_groups())
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """[the embeddings and the rest (biases, ...), dense matrices with weight_decay_dense]."""
+        table_ids = {id(m.weight) for m in self.embeddings}
+        dense = [p for p in self.model.parameters() if p.ndim >= 2 and id(p) not in table_ids]
+        dense_ids = {id(p) for p in dense}
+        rest = [p for p in self.model.parameters() if id(p) not in dense_ids]
+        return [{"params": rest}, {"params": dense, "weight_decay": self.hparams.weight_decay_dense}]
 
     def on_test_epoch_end(self) -> None:
         values = {k: float(v) for k, v in self.test_metrics.compute().items()}  # every rank: synced
