@@ -87,8 +87,9 @@ def parity_error(model: CTRModel, net: Supernet, x: torch.Tensor, arch: Architec
         return float((model(x) - net(x, arch)).abs().max())
 
 
-def test_export_matches_supernet_and_num_params(space: SearchSpace) -> None:
-    net = parity_net(space, torch.float64)  # large embeddings: a sensitive comparison
+@pytest.mark.parametrize("function_blocks", [False, True], ids=["pair_blocks", "function_blocks"])
+def test_export_matches_supernet_and_num_params(space: SearchSpace, function_blocks: bool) -> None:
+    net = parity_net(space, torch.float64, function_blocks=function_blocks)  # large embeddings: a sensitive comparison
     x = ids(VOCAB6, 16)
     for arch in edge_archs(space) + random_archs(space, 20):
         model = export(net, arch)
@@ -216,6 +217,7 @@ def reference(net: Supernet, x: torch.Tensor, arch: Architecture) -> torch.Tenso
     space, n = arch.space, arch.space.num_fields
     d, k, fn, h = arch.emb_dims, arch.proj_dims, arch.funcs, arch.hidden
     table, offsets = net.embedding.table.weight, net.embedding.offsets
+    rows = net.block_rows(arch)  # vector -> its block row (per function with function_blocks)
     e = [table[offsets[i] + x[:, i], : d[i]] for i in range(n)]  # n x (B, d_i)
     vecs: dict[int, torch.Tensor] = {}
     for v in range(space.num_vectors):
@@ -241,31 +243,33 @@ def reference(net: Supernet, x: torch.Tensor, arch: Architecture) -> torch.Tenso
             z = z + o @ mod.hid_weight[: o.shape[1], : h[layer]]
         for v, vec in vecs.items():
             if arch.insert_layers[v] == layer:
-                z = z + vec @ mod.vec_weight[v, : vec.shape[1], : h[layer]]
+                z = z + vec @ mod.vec_weight[rows[v], : vec.shape[1], : h[layer]]
         o = torch.relu(z)
     logit = net.readout.bias + o @ net.readout.hid_weight[: o.shape[1], 0]
     for v, vec in vecs.items():
         if arch.insert_layers[v] == space.output_layer:
-            logit = logit + vec @ net.readout.vec_weight[v, : vec.shape[1], 0]
+            logit = logit + vec @ net.readout.vec_weight[rows[v], : vec.shape[1], 0]
     return logit
 
 
 @pytest.mark.parametrize("spec", [{"emb_dims": (2, 4), "proj_dims": (2, 4, 8), "hidden_units": (3, 5),
                                    "num_layers": 2}, {"emb_dims": (8,), "proj_dims": (4,), "num_layers": 1,
                                                       "hidden_units": (4,), "functions": ("max", "concat")}])
-def test_vectorized_forward_matches_loop_reference(spec: dict) -> None:
+@pytest.mark.parametrize("function_blocks", [False, True], ids=["pair_blocks", "function_blocks"])
+def test_vectorized_forward_matches_loop_reference(spec: dict, function_blocks: bool) -> None:
     space, vocab = SearchSpace(fields(4), **spec), (3, 5, 4, 6)
-    net = Supernet(space, vocab, init_std=0.5).double()
+    net = Supernet(space, vocab, init_std=0.5, function_blocks=function_blocks).double()
     x = ids(vocab, 8)
     for arch in [Architecture.teacher(space)] + random_archs(space, 15, seed=1):
         torch.testing.assert_close(net(x, arch), reference(net, x, arch), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("share", [False, True], ids=["own_blocks", "shared_blocks"])
-def test_gradients_match_loop_reference(space: SearchSpace, share: bool) -> None:
+@pytest.mark.parametrize("share,function_blocks", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["own_blocks", "shared_blocks", "function_blocks", "shared_function_blocks"])
+def test_gradients_match_loop_reference(space: SearchSpace, share: bool, function_blocks: bool) -> None:
     """Every parameter's gradient through the custom backwards (prefix_gather, the block matmul, max) equals
     autograd of the loop reference (plain indexing, slicing and torch.maximum; no ties in float64)."""
-    net = parity_net(space, torch.float64, share_insert_blocks=share)
+    net = parity_net(space, torch.float64, share_insert_blocks=share, function_blocks=function_blocks)
     x = ids(VOCAB6, 12)
     w = torch.randn(12, dtype=torch.float64, generator=torch.Generator().manual_seed(4))  # a generic loss
     names = [name for name, _ in net.named_parameters()]
@@ -327,6 +331,27 @@ def test_unselected_pair_has_no_influence() -> None:
     assert proj[2] > 0 and proj[3] > 0 and proj[[0, 1, 4, 5]].sum() == 0
     blocks = net.readout.vec_weight.grad.abs().sum((1, 2))  # (V,)
     assert blocks[6 + keep] > 0 and blocks[6:].sum() == blocks[6 + keep]
+
+
+def test_function_blocks_read_one_block_per_pair_and_function() -> None:
+    """With function_blocks, pair p with function f reads (and trains) block row n + f * P + p in every layer,
+    and only that one; the same pair with another function reads another block."""
+    space = SearchSpace(fields(6), **SMALL)
+    n, P, F = space.num_fields, space.num_pairs, len(space.functions)
+    keep = space.pairs.index((2, 3))
+    net, x = Supernet(space, VOCAB6, init_std=0.3, function_blocks=True), ids(VOCAB6, 32)
+    assert net.readout.vec_weight.shape[0] == n + P * F == net.num_block_rows
+    touched = []
+    for f in range(F):
+        net.zero_grad()
+        arch = make(space, list(range(6)), [keep], 0, space.output_layer, func=f)
+        net(x, arch).sum().backward()
+        blocks = net.readout.vec_weight.grad.abs().sum((1, 2))  # (n + P * F,)
+        assert blocks[n + f * P + keep] > 0 and blocks[n:].sum() == blocks[n + f * P + keep]
+        touched.append(int(blocks[n:].nonzero()[0]) + n)
+    assert len(set(touched)) == F
+    plain = Supernet(space, VOCAB6, function_blocks=False)
+    assert plain.block_rows(arch) == list(range(space.num_vectors))
 
 
 def test_switching_architectures_keeps_the_modules() -> None:

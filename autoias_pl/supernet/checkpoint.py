@@ -1,8 +1,8 @@
 """Read the supernet out of a search checkpoint without Lightning (nor the search module, nor the data).
 
 A search checkpoint (`autoias fit` with `autoias_pl.search.AutoIASSearch`) holds the search's init
-arguments in `hyper_parameters` (the space's candidates, `vocab_sizes`, `share_insert_blocks`) and the
-supernet's weights in `state_dict` under `supernet.`; that is all `supernet_from_checkpoint` reads.
+arguments in `hyper_parameters` (the space's candidates, `vocab_sizes`, `share_insert_blocks`,
+`function_blocks`; absent in checkpoints older than it: False) and the supernet's weights in `state_dict` under `supernet.`; that is all `supernet_from_checkpoint` reads.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def supernet_from_checkpoint(path: str | Path) -> Supernet:
         raise ArchitectureError(f"{path}: not a search checkpoint (no {PREFIX}* weights in its state_dict)")
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the global RNG alone
         net = Supernet(space, [int(v) for v in hparams["vocab_sizes"]],
-                       share_insert_blocks=bool(hparams.get("share_insert_blocks", False)))
+                       share_insert_blocks=bool(hparams.get("share_insert_blocks", False)),
+                       function_blocks=bool(hparams.get("function_blocks", False)))
     net.load_state_dict(weights)
     return net

@@ -19,11 +19,12 @@ from autoias_pl.supernet.elastic import ElasticLayer
 from autoias_pl.supernet.supernet import Supernet
 
 
-def _dense(layer: ElasticLayer, lay: ArchitectureLayout, vecs: tuple[int, ...], prev: int,
+def _dense(layer: ElasticLayer, lay: ArchitectureLayout, vecs: tuple[int, ...], rows: list[int], prev: int,
            width: int) -> Tensor:
-    """(width, prev + sum of vector widths) weight of a standalone nn.Linear: [hidden rows, vector blocks]."""
+    """(width, prev + sum of vector widths) weight of a standalone nn.Linear: [hidden rows, vector blocks]
+    (`rows`: each vector's block row, `Supernet.block_rows`)."""
     widths = lay.widths
-    blocks = [layer.hid_weight[:prev, :width]] + [layer.vec_weight[v, : widths[v], :width] for v in vecs]
+    blocks = [layer.hid_weight[:prev, :width]] + [layer.vec_weight[rows[v], : widths[v], :width] for v in vecs]
     return torch.cat(blocks, 0).t()  # (width, in)
 
 
@@ -52,18 +53,18 @@ def export(supernet: Supernet, arch: Architecture) -> CTRModel:
         model.concat_a.copy_(supernet.concat.a[:kc, :kc])
         model.concat_b.copy_(supernet.concat.b[:kc, :kc])
         model.concat_c.copy_(supernet.concat.c[:kc])
-    h, first = lay.hidden, lay.first
+    h, first, rows = lay.hidden, lay.first, supernet.block_rows(arch)
     const = _constant(supernet, lay, lay.mlp_layers.start)  # (h_{first-1},) or None
     for linear, t in zip(model.mlp, lay.mlp_layers, strict=True):
         src = supernet.layers[t]
         prev = h[t - 1] if t > first else 0
-        linear.weight.copy_(_dense(src, lay, lay.inputs[t], prev, h[t]))
+        linear.weight.copy_(_dense(src, lay, lay.inputs[t], rows, prev, h[t]))
         bias = src.bias[: h[t]]  # (h_t,)
         if t == first and const is not None:
             bias = bias + const @ src.hid_weight[: const.shape[0], : h[t]]  # (h_t,)
         linear.bias.copy_(bias)
     prev = h[L - 1] if first is not None else 0
-    model.readout.weight.copy_(_dense(supernet.readout, lay, lay.inputs[L], prev, 1))
+    model.readout.weight.copy_(_dense(supernet.readout, lay, lay.inputs[L], rows, prev, 1))
     bias = supernet.readout.bias
     if first is None and const is not None:
         bias = bias + const @ supernet.readout.hid_weight[: const.shape[0], :1]

@@ -10,6 +10,8 @@ tensors (a `_Plan`, cached per architecture) and computes only what it selects:
 4. the selected vectors grouped by (insertion target, true width w); layer l multiplies each of its width
    groups with the block prefixes W_l[ids, :w, :h_l] (no padding to the max width); hidden widths are
    real slices; target L ("out") is a linear read-out into the logit.
+With `function_blocks`, a pair's (D, H) block in every layer is one per (pair, interaction function): a
+product vector and a plus vector of the same pair are read by different weights (see `block_rows`).
 Unselected vectors are never computed, which is exactly "contribute zero".
 """
 
@@ -77,7 +79,11 @@ class Supernet(nn.Module):
     map; per MLP layer a (V, D, H) block per candidate vector plus (H, H) and a bias; the read-out (V, D, 1)
     + (H, 1) + bias. D = space.max_dim, V = n + P. `sparse` gives the table sparse gradients (SparseAdam).
     `share_insert_blocks` uses one (V, D, H) block for every hidden layer (L times fewer MLP parameters;
-    the standalone model is the same either way).
+    the standalone model is the same either way). `function_blocks` gives each pair one block per
+    interaction function ((n + P * F, D, H) per layer): the MLP weights that read a pair's vector are then
+    trained only on vectors of that function (a product and a sum have different scales and meanings; one
+    block shared by the four functions learns to read the linear ones and the product's crosses are lost).
+    The standalone model is the same either way (it has one function per pair).
     """
 
     def __init__(
@@ -87,6 +93,7 @@ class Supernet(nn.Module):
         init_std: float = 0.01,
         sparse: bool = False,
         share_insert_blocks: bool = False,
+        function_blocks: bool = False,
     ) -> None:
         super().__init__()
         if len(vocab_sizes) != space.num_fields:
@@ -98,17 +105,29 @@ class Supernet(nn.Module):
         self.projection = ElasticProjection(n, de, k)
         self.concat = ElasticConcat(k)
         teacher_in = n * de + p * k  # the teacher's vector fan-in (everything at layer 0)
-        layers = [ElasticLayer(v, d, 0 if i == 0 else h, h, teacher_in, teacher_in if i == 0 else h)
+        self.function_blocks = bool(function_blocks)
+        self.num_block_rows = n + p * len(space.functions) if function_blocks else v
+        layers = [ElasticLayer(self.num_block_rows, d, 0 if i == 0 else h, h, teacher_in, teacher_in if i == 0 else h)
                   for i in range(space.num_layers)]
         if share_insert_blocks:
             for layer in layers[1:]:
                 layer.vec_weight = layers[0].vec_weight
         self.layers = nn.ModuleList(layers)
-        self.readout = ElasticLayer(v, d, h, 1, teacher_in, h)
+        self.readout = ElasticLayer(self.num_block_rows, d, h, 1, teacher_in, h)
         self.register_buffer("emb_dims", torch.tensor(space.emb_dims), persistent=False)  # also: the plans' device
         self._plans: OrderedDict[tuple[Architecture, torch.device], _Plan] = OrderedDict()
 
     # ----- architecture -> index tensors -----
+    def block_rows(self, arch: Architecture) -> list[int]:
+        """Per vector of `arch` (V,) the row of its (D, H) block in every layer's `vec_weight`: the vector id,
+        or with `function_blocks` n + f * P + p for pair p with function index f."""
+        n, p = self.space.num_fields, self.space.num_pairs
+        if not self.function_blocks:
+            return list(range(n + p))
+        funcs = arch.indices("func")
+        return list(range(n)) + [n + f * p + q for q, f in enumerate(funcs)]
+
+
     def plan(self, arch: Architecture) -> _Plan:
         """Index tensors of `arch` on this module's device (cached, LRU of 256)."""
         if arch.space != self.space:
@@ -137,7 +156,7 @@ class Supernet(nn.Module):
                 widths.append(w)
                 counts.append(c)
         num_field_pieces = sum(1 for s in lay.emb_selected if s)
-        route, ids = self._route(pieces, widths, counts)
+        route, ids = self._route(pieces, widths, counts, self.block_rows(arch))
         # every index list, in one host tensor -> one copy to the device, then split into views
         lists: list[Sequence[int]] = [lay.used, [lay.widths[i] for i in lay.used],  # used, d[used]
                                       lay.proj_fields, [pos[i] for i in lay.proj_fields]]
@@ -156,12 +175,12 @@ class Supernet(nn.Module):
         return _Plan(used, mask, field_pos, tuple(widths[:num_field_pieces]), proj_fields, proj_pos,
                      groups, tuple(counts), route, device_ids, lay.hidden)
 
-    def _route(self, pieces: list[tuple[int, ...]], widths: list[int], counts: list[tuple[int, ...]]
-               ) -> tuple[tuple[tuple[tuple[int, ...], ...], ...], tuple[tuple[list[int] | None, ...], ...]]:
-        """Pieces (vector ids sorted by target, one width each) with their counts per target -> per target
-        and width group the pieces that contribute (in order) and the group's vector ids in input order
-        (None: all V in id order)."""
-        targets, num_vectors = self.space.num_layers + 1, self.space.num_vectors
+    def _route(self, pieces: list[tuple[int, ...]], widths: list[int], counts: list[tuple[int, ...]],
+               rows: list[int]) -> tuple[tuple[tuple[tuple[int, ...], ...], ...], tuple[tuple[list[int] | None, ...], ...]]:
+        """Pieces (vector ids sorted by target, one width each) with their counts per target, and each
+        vector's block row -> per target and width group the pieces that contribute (in order) and the
+        group's block rows in input order (None: every block row, in order)."""
+        targets, num_rows = self.space.num_layers + 1, self.num_block_rows
         starts = [[0] * targets for _ in counts]  # per piece: where each target's chunk begins
         for s, c in zip(starts, counts, strict=True):
             for t in range(1, targets):
@@ -175,8 +194,8 @@ class Supernet(nn.Module):
             route.append(tuple(tuple(by_width[w]) for w in sorted(by_width)))
             group_ids: list[list[int] | None] = []
             for members in route[-1]:
-                v = [u for i in members for u in pieces[i][starts[i][t] : starts[i][t] + counts[i][t]]]
-                group_ids.append(None if len(v) == num_vectors and v == list(range(num_vectors)) else v)
+                v = [rows[u] for i in members for u in pieces[i][starts[i][t] : starts[i][t] + counts[i][t]]]
+                group_ids.append(None if len(v) == num_rows and v == list(range(num_rows)) else v)
             ids.append(tuple(group_ids))
         return tuple(route), tuple(ids)
 
