@@ -156,3 +156,39 @@ def test_search_validates_the_refined_architecture(tmp_path: Path, data) -> None
     assert module.best_architecture.choices == module._val_arch.choices
     with pytest.raises(ValueError, match="reward set"):
         make(refine_sweeps=1, reward_rows=0)
+
+
+def test_prune_vectors_drops_exactly_what_is_worth_less_than_the_tolerance() -> None:
+    """Objective = sum of the values of the selected vectors (a few worth 0.01, some 1e-5, the rest 0, one
+    harmful): pruning at tolerance 1e-3 keeps the valuable ones only, and its total loss stays within it."""
+    from autoias_pl.search.refine import prune_vectors
+
+    v = SPACE.num_vectors
+    value = torch.zeros(v, dtype=torch.float64)
+    value[[0, 3, 7, 11]] = 0.01  # two fields, two pairs that matter
+    value[[1, 5, 9]] = 1e-5  # nearly worthless
+    value[12] = -0.002  # harmful: removal gains
+
+    def score(archs: list[Architecture]) -> torch.Tensor:
+        return torch.stack([(torch.tensor(a.selected, dtype=torch.float64) * value).sum() for a in archs])
+
+    everything = Architecture.teacher(SPACE)  # every vector selected
+    got = prune_vectors(everything, score, tolerance=1e-3)
+    assert [i for i, s in enumerate(got.selected) if s] == [0, 3, 7, 11]
+    prov = got.provenance
+    assert prov["pruned"] == v - 4 and prov["pruned_to"] >= prov["pruned_from"] - 1e-3
+    assert all(got.indices(c) == everything.indices(c) for c in COMPONENTS if c != "select")
+    # a tolerance below the worthless vectors' value keeps them (and tolerance 0 prunes nothing)
+    kept = prune_vectors(everything, score, tolerance=1e-6)
+    assert [i for i, s in enumerate(kept.selected) if s] == [0, 1, 3, 5, 7, 9, 11]
+    assert prune_vectors(everything, score, tolerance=0.0).choices == everything.choices
+
+
+def test_search_validates_the_pruned_architecture(tmp_path: Path, data) -> None:  # noqa: F811
+    module = make(prune_tolerance=1e-3, pair_decision="joint", teacher_functions="uniform")
+    trainer(tmp_path, epochs=1).fit(module, datamodule=data)
+    prov = module._val_arch.provenance
+    assert prov["pruned_to"] >= prov["pruned_from"] - 1e-3
+    assert module.best_architecture.choices == module._val_arch.choices
+    with pytest.raises(ValueError, match="reward set"):
+        make(prune_tolerance=1e-3, reward_rows=0)

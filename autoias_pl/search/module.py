@@ -18,8 +18,9 @@ Configure runs with max_epochs and val_check_interval in batches, not max_steps.
 Every rank draws the same architectures (torch.Generators seeded from (seed, batch counter, phase); the
 counter is a buffer, so it is checkpointed) and sees the same reward (scores and labels are all-gathered
 before the AUC). Each validation scores the candidate (the generator's greedy architecture; random search's
-best scored one), optionally refined by `refine_sweeps` of coordinate ascent over the pairs (search/refine.py),
-on the whole validation split with inherited weights (`val/auc`, `val/logloss`, `val/params`, and
+best scored one), optionally refined by `refine_sweeps` of coordinate ascent over the pairs and pruned of
+the vectors worth at most `prune_tolerance` of the objective (search/refine.py), on the whole validation
+split with inherited weights (`val/auc`, `val/logloss`, `val/params`, and
 `val/score` = the objective on val/auc, equal to val/auc without cost term or budget); the best by val/score
 is kept and written by `search/callbacks.py` to `<log_dir>/best_architecture.json`. EarlyStopping on
 `val/score` (or `val/auc`), mode max, ends it.
@@ -45,7 +46,7 @@ from autoias_pl.io import run_dir
 from autoias_pl.metrics import ctr_metrics
 from autoias_pl.search.callbacks import BestArchitectureWriter, SearchViews
 from autoias_pl.search.generator import ArchitectureGenerator, PairDecision
-from autoias_pl.search.refine import refine_pairs
+from autoias_pl.search.refine import prune_vectors, refine_pairs
 from autoias_pl.search.reward import (
     BaselineKind,
     RewardShaper,
@@ -109,6 +110,8 @@ class AutoIASSearch(LightningModule):
         max_macs: int | None = None,
         teacher_functions: Literal["concat", "uniform"] = "concat",
         refine_sweeps: int = 0,
+        function_blocks: bool = True,
+        prune_tolerance: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["supernet_optimizer", "generator_optimizer"])
@@ -126,13 +129,17 @@ class AutoIASSearch(LightningModule):
         self.entropy_weight, self.cost_weight, self.seed = entropy_weight, cost_weight, seed
         with torch.random.fork_rng(devices=[]):  # initial weights from `seed`; the global RNG is restored
             torch.manual_seed(seed)
-            self.supernet = Supernet(self.space, self.vocab_sizes, init_std, share_insert_blocks=share_insert_blocks)
+            self.supernet = Supernet(self.space, self.vocab_sizes, init_std, share_insert_blocks=share_insert_blocks,
+                                     function_blocks=function_blocks)
             self.generator = ArchitectureGenerator(self.space, generator_embed_dim, generator_hidden_dim,
                                                    init_select_prob, pair_decision=pair_decision)
         self.max_params, self.max_macs = max_params, max_macs
         if refine_sweeps < 0 or refine_sweeps and reward_rows == 0:
             raise ValueError("refine_sweeps must be >= 0 and needs the fixed reward set (reward_rows > 0)")
         self.refine_sweeps = refine_sweeps
+        if prune_tolerance < 0 or prune_tolerance and reward_rows == 0:
+            raise ValueError("prune_tolerance must be >= 0 and needs the fixed reward set (reward_rows > 0)")
+        self.prune_tolerance = prune_tolerance
         self.shaper = RewardShaper(baseline, alpha_tau, reward_scaling)
         self.register_buffer("batch_count", torch.zeros((), dtype=torch.long))
         if teacher_functions not in ("concat", "uniform"):
@@ -309,12 +316,20 @@ class AutoIASSearch(LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         arch = self.candidate()
-        if self.refine_sweeps and self._reward_set is not None and not self.trainer.sanity_checking:
+        if self._reward_set is not None and not self.trainer.sanity_checking:
             rows = self._reward_set
-            arch = refine_pairs(arch, lambda archs: self.objective(archs, self.reward_auc(archs, rows)),
-                                self.refine_sweeps, seed=self.seed + int(self.batch_count))
-            self.log_dict({"search/refine_gain": arch.provenance["refined_to"] - arch.provenance["refined_from"],
-                           "search/refine_changes": float(arch.provenance["changes"])})
+
+            def score(archs: list[Architecture]) -> Tensor:
+                return self.objective(archs, self.reward_auc(archs, rows))
+
+            if self.refine_sweeps:
+                arch = refine_pairs(arch, score, self.refine_sweeps, seed=self.seed + int(self.batch_count))
+                self.log_dict({"search/refine_gain": arch.provenance["refined_to"] - arch.provenance["refined_from"],
+                               "search/refine_changes": float(arch.provenance["changes"])})
+            if self.prune_tolerance:
+                arch = prune_vectors(arch, score, self.prune_tolerance)
+                self.log_dict({"search/prune_loss": arch.provenance["pruned_from"] - arch.provenance["pruned_to"],
+                               "search/pruned": float(arch.provenance["pruned"])})
         self._val_arch = arch
         self.val_metrics.reset()
 

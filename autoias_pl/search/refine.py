@@ -7,6 +7,12 @@ scores best, the other decisions held. Two architectures that differ in one pair
 rows, so their difference is far less noisy than two independent rewards (the REINFORCE estimate compares
 M architectures that differ everywhere). A change is kept only if it gains more than `min_gain`.
 Cost: sweeps x P x |functions| forward passes over the reward rows.
+
+`prune_vectors` then drops what the supernet says is worth nothing: backward elimination of selected
+vectors (fields and pairs) whose removal costs at most `tolerance` of the objective, measured on the same
+rows against the starting architecture (so the losses cannot add up beyond it). Without a cost term the
+reward is indifferent to a pair with no effect, so the generator leaves such pairs on; pruning gives the
+smallest architecture that scores within `tolerance` of the one found. Cost: about 2 x |selected| passes.
 """
 
 from __future__ import annotations
@@ -38,6 +44,36 @@ def option_of(arch: Architecture, pair: int) -> int:
     """0 if pair `pair` is off, else its function index + 1."""
     n = arch.space.num_fields
     return arch.indices("func")[pair] + 1 if arch.selected[n + pair] else 0
+
+
+def with_vector(arch: Architecture, vector: int, on: bool) -> Architecture:
+    """`arch` with vector `vector` (a field < n, else pair vector - n) selected or not."""
+    c_sel = COMPONENTS.index("select")
+    choices = [list(c) for c in arch.choices]
+    choices[c_sel][vector] = int(on)
+    return Architecture(arch.space, tuple(tuple(c) for c in choices))
+
+
+def prune_vectors(arch: Architecture, score: Scorer, tolerance: float) -> Architecture:
+    """The smallest architecture found by backward elimination whose objective stays within `tolerance` of
+    `arch`'s (see the module docstring). Single removals are scored once (|selected| passes) and tried in
+    order of least loss, each kept if the pruned architecture still scores >= start - tolerance. Returns it
+    with provenance {"pruned_from", "pruned_to": objectives, "pruned": vectors removed}."""
+    start = float(score([arch])[0])
+    selected = [v for v, s in enumerate(arch.selected) if s]
+    if tolerance <= 0 or not selected:
+        return Architecture(arch.space, arch.choices, {"pruned_from": start, "pruned_to": start, "pruned": 0})
+    single = score([with_vector(arch, v, False) for v in selected])  # (|S|,)
+    order = [selected[i] for i in torch.argsort(single, descending=True, stable=True).tolist()]
+    current, value, pruned = arch, start, 0
+    for v in order:
+        if float(single[selected.index(v)]) < start - tolerance:
+            break  # sorted: every later single removal costs more than the tolerance on its own
+        trial = with_vector(current, v, False)
+        got = float(score([trial])[0])
+        if got >= start - tolerance:
+            current, value, pruned = trial, got, pruned + 1
+    return Architecture(arch.space, current.choices, {"pruned_from": start, "pruned_to": value, "pruned": pruned})
 
 
 def scorer(supernet: Supernet, features: Tensor, labels: Tensor, objective: Objective) -> Scorer:
