@@ -27,11 +27,19 @@ from autoias_pl.data.prepare import prepare
 from autoias_pl.data.readers import AVAZU_COLUMNS, avazu_format, criteo_format, csv_format
 from autoias_pl.data.schema import Schema, SchemaError
 from autoias_pl.retrain import AutoIASRetrain
+from autoias_pl.serve import bundle as bundle_module
 from autoias_pl.serve import score as score_module
-from autoias_pl.serve.bundle import BUNDLE_FILE, PROGRAM_FILE, BundleError, load_bundle, write_bundle
+from autoias_pl.serve.bundle import (
+    BUNDLE_FILE,
+    ONNX_FILE,
+    PROGRAM_FILE,
+    BundleError,
+    load_bundle,
+    write_bundle,
+)
 from autoias_pl.serve.cli import main
 from autoias_pl.serve.export import export_checkpoint
-from autoias_pl.serve.score import bad_row_indices, good_row_indices, score
+from autoias_pl.serve.score import Scorer, bad_row_indices, good_row_indices, score
 from autoias_pl.space import Architecture, SearchSpace
 
 
@@ -286,8 +294,9 @@ def test_export_refuses_an_existing_folder_without_overwrite(ckpts: dict[str, Pa
     assert "already exists" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
     assert main([*args, "--overwrite"]) == 0
     assert not (out / "keep.txt").exists() and load_bundle(out).schema.hash == Schema.load(data).hash
+    onnx = ["model.onnx"] if load_bundle(out).onnx_path else []  # where the onnx extra is installed
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["architecture.json", "bundle.json", "model.pt2", "schema.json", "vocab.parquet"])
+        ["architecture.json", "bundle.json", "model.pt2", "schema.json", "vocab.parquet", *onnx])
 
 
 def avazu_lines(rng: np.random.Generator, rows: int, pool: int, days: int) -> list[str]:
@@ -331,3 +340,30 @@ def test_avazu_and_csv_rows_score_like_their_prepared_rows(fmt_name: str, tmp_pa
         expected = torch.sigmoid(model(x)).numpy()
     assert rows.tolist() == list(range(200)) and expected.std() > 1e-2
     np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-6)
+
+
+def test_without_onnx_the_bundle_says_why_and_onnx_scoring_is_refused(data: Path, raw: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Where the onnx extra is absent (faked here, so this runs either way) export writes no model.onnx and
+    says why in bundle.json; `--runtime onnx` is then one line, exit 2; `require` refuses to export."""
+    monkeypatch.setattr(bundle_module, "onnx_missing", lambda: "onnx not installed (pip install 'autoias-pl[onnx]')")
+    schema = Schema.load(data)
+    space = SearchSpace.from_schema(schema, emb_dims=(2,), proj_dims=(2,), hidden_units=(8,), num_layers=1)
+    model = CTRModel(Architecture.uniform_random(space, torch.Generator().manual_seed(0)), schema.vocab_sizes)
+    out = write_bundle(tmp_path / "b", model, data, schema.hash, {})
+    meta = json.loads((out / BUNDLE_FILE).read_text())
+    assert meta["onnx"] == {"file": None, "reason": "onnx not installed (pip install 'autoias-pl[onnx]')"}
+    assert ONNX_FILE not in meta["files"] and not (out / ONNX_FILE).exists() and load_bundle(out).onnx_path is None
+    with pytest.raises(BundleError, match="has no ONNX model .onnx not installed"):
+        Scorer(out, runtime="onnx")
+    code = main(["score", "--bundle", str(out), "--format", "criteo", "--input", str(raw / "test.txt"),
+                 "--output", str(tmp_path / "p.parquet"), "--runtime", "onnx"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no ONNX model" in err[0] and not (tmp_path / "p.parquet").exists()
+    score(out, [raw / "test.txt"], tmp_path / "p.parquet")  # pt2 still scores
+    with pytest.raises(BundleError, match="model.onnx: not written: onnx not installed"):
+        write_bundle(tmp_path / "r", model, data, schema.hash, {}, onnx="require")
+    assert not (tmp_path / "r").exists()
+    skipped = write_bundle(tmp_path / "s", model, data, schema.hash, {}, onnx="skip")
+    assert load_bundle(skipped).meta["onnx"]["file"] is None and not (skipped / ONNX_FILE).exists()

@@ -5,6 +5,9 @@ DIR/bundle.json        what the bundle is: versions, schema hash, input field or
                        output means, sha256 of every other file
 DIR/model.pt2          the model as a portable program (`torch.export.save`): (B, n) int64 ids -> (B,)
                        float32 logits; load it with `torch.export.load(path).module()`, no model code needed
+DIR/model.onnx         the same program as ONNX (input `ids`, output `logit`, dynamic `batch`), written when
+                       the `onnx` extra (onnx, onnxscript) is installed; bundle.json says whether it was and
+                       why not; run it with `onnxruntime.InferenceSession(path)`, no torch needed
 DIR/schema.json        the prepared dataset's schema (fields, vocabulary sizes, raw format)
 DIR/vocab.parquet      its vocabularies (field, value, count, id): raw value -> id, as `prepare` wrote them
 DIR/architecture.json  the architecture of the model (Architecture JSON, with its size)
@@ -12,13 +15,15 @@ DIR/architecture.json  the architecture of the model (Architecture JSON, with it
 
 `write_bundle` exports a `CTRModel` (or any module with that signature) beside a copy of a prepared
 dataset's schema and vocabularies; it refuses a dataset whose schema hash differs from the model's.
-`load_bundle` checks a bundle before anything is scored: every file's hash, the schema's hash against
+The ONNX model is checked against the eager model with onnxruntime at export time (1e-5 on logits) where
+onnxruntime is installed. `load_bundle` checks a bundle before anything is scored: every file's hash, the schema's hash against
 bundle.json, the vocabularies against the schema. No Lightning, no training code: `score.py` reads it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import platform
 import shutil
@@ -41,8 +46,12 @@ from autoias_pl.io import atomic_output_dir, atomic_write_text, read_json
 BUNDLE_VERSION = 1
 BUNDLE_FILE = "bundle.json"
 PROGRAM_FILE = "model.pt2"
+ONNX_FILE = "model.onnx"
 ARCH_FILE = "architecture.json"
 PARITY_ATOL = 1e-6  # the exported program against the eager model at export time, on logits
+ONNX_PARITY_ATOL = 1e-5  # the ONNX model (onnxruntime) against the eager model at export time, on logits
+ONNX_MODES = ("auto", "require", "skip")  # write model.onnx where possible / or fail / never
+ONNX_INPUT, ONNX_OUTPUT, ONNX_BATCH = "ids", "logit", "batch"
 
 
 class BundleError(ValueError):
@@ -64,6 +73,12 @@ class Bundle:
     @property
     def program_path(self) -> Path:
         return self.path / self.meta["program"]["file"]
+
+    @property
+    def onnx_path(self) -> Path | None:
+        """The ONNX model's path, None if the bundle has none (`meta["onnx"]["reason"]` says why)."""
+        file = (self.meta.get("onnx") or {}).get("file")
+        return self.path / file if file else None
 
 
 def sha256(path: Path) -> str:
@@ -113,7 +128,9 @@ def export_program(model: nn.Module, vocab_sizes: list[int]) -> torch.export.Exp
     gen = torch.Generator().manual_seed(0)
     x = torch.stack([torch.randint(v, (8,), generator=gen) for v in vocab_sizes], 1)  # (8, n)
     batch = torch.export.Dim("batch", min=1)
-    with torch.no_grad():
+    # opt_einsum picks a 3-operand einsum's contraction order from the traced sizes, which pins the batch
+    # (ref:finalmlp's bilinear fusion); left to right instead: the same sums, checked by `_check_parity`
+    with torch.no_grad(), torch.backends.opt_einsum.flags(enabled=False):
         return torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
 
 
@@ -130,13 +147,114 @@ def _check_parity(model: nn.Module, program_file: Path, vocab_sizes: list[int]) 
     return worst
 
 
+def onnx_missing() -> str | None:
+    """Why no ONNX model can be exported here (a sentence), or None when onnx and onnxscript are importable."""
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed (pip install 'autoias-pl[onnx]')"
+    return None
+
+
+def export_onnx(program: torch.export.ExportedProgram, path: Path) -> dict[str, Any]:
+    """Write `program` as ONNX to `path` (input `ids` (batch, n) int64, output `logit` (batch,) float32, the
+    batch dimension named `batch`), checked by `onnx.checker`; returns its opset and the versions used."""
+    import logging
+
+    import onnx
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" per export
+    onnx_program = torch.onnx.export(program, input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                                     dynamo=True, external_data=False, verbose=False)
+    proto = onnx_program.model_proto
+    graph = proto.graph
+    names = {d.dim_param for v in graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
+    for v in [*graph.input, *graph.output, *graph.value_info]:  # the exporter's symbol (s77) -> "batch"
+        for d in v.type.tensor_type.shape.dim:
+            if d.dim_param in names:
+                d.dim_param = ONNX_BATCH
+    onnx.checker.check_model(proto, full_check=True)
+    path.write_bytes(proto.SerializeToString())
+    versions = {"onnx": onnx.__version__}
+    for m in ("onnxscript", "onnxruntime"):
+        try:
+            versions[m] = metadata.version(m)
+        except metadata.PackageNotFoundError:
+            pass
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {"opset": opset, "versions": versions}
+
+
+def onnx_session(path: Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session of the ONNX model at `path` (`threads` intra-op threads, None: its default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _check_onnx_parity(model: nn.Module, onnx_file: Path, vocab_sizes: list[int]) -> float | None:
+    """Largest |logit difference| of the ONNX model (onnxruntime) against the eager model over batches of
+    1, 7, 300; None when onnxruntime is not installed (not checked)."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    session = onnx_session(onnx_file, threads=1)
+    gen, worst = torch.Generator().manual_seed(2), 0.0
+    with torch.no_grad():
+        for b in (1, 7, 300):
+            x = torch.stack([torch.randint(v, (b,), generator=gen) for v in vocab_sizes], 1)  # (b, n)
+            (logits,) = session.run([ONNX_OUTPUT], {ONNX_INPUT: x.numpy()})
+            worst = max(worst, float(np.abs(logits - model(x).numpy()).max()))
+    if worst > ONNX_PARITY_ATOL:
+        raise BundleError(f"{onnx_file}: the ONNX model differs from the model by {worst:.3g} (logits, "
+                          f"onnxruntime; tolerance {ONNX_PARITY_ATOL:g})")
+    return worst
+
+
+def _write_onnx(model: nn.Module, program: torch.export.ExportedProgram, directory: Path,
+                vocab_sizes: list[int], mode: str) -> dict[str, Any]:
+    """bundle.json's "onnx" entry: the file written and checked, or `{"file": None, "reason": ...}`.
+
+    `mode` "auto" writes it where onnx is installed and records why not otherwise (an export that fails
+    too); "require" raises instead; "skip" never writes it. A model that differs is always an error."""
+    if mode not in ONNX_MODES:
+        raise ValueError(f"onnx mode must be one of {ONNX_MODES}, got {mode!r}")
+    if mode == "skip":
+        return {"file": None, "reason": "not asked for (--onnx skip)"}
+    reason = onnx_missing()
+    if reason is None:
+        try:
+            info = export_onnx(program, directory / ONNX_FILE)
+        except Exception as e:  # an op the exporter cannot translate: recorded, or raised below
+            (directory / ONNX_FILE).unlink(missing_ok=True)
+            reason = f"export failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    if reason is not None:
+        if mode == "require":
+            raise BundleError(f"{directory / ONNX_FILE}: not written: {reason}")
+        return {"file": None, "reason": reason}
+    worst = _check_onnx_parity(model, directory / ONNX_FILE, vocab_sizes)
+    return {
+        "file": ONNX_FILE,
+        "load": "onnxruntime.InferenceSession(path)",
+        "input": {"name": ONNX_INPUT, "shape": [ONNX_BATCH, len(vocab_sizes)], "dtype": "int64",
+                  "meaning": "as program.input: the ids of the fields in program.input.fields order"},
+        "output": {"name": ONNX_OUTPUT, "shape": [ONNX_BATCH], "dtype": "float32",
+                   "meaning": "the click logit; P(click) = sigmoid(logit)"},
+        **info,
+        "export_parity_max_abs_logit": worst,  # None: onnxruntime was not installed, not checked
+    }
+
+
 def write_bundle(output: str | Path, model: nn.Module, data_dir: str | Path, schema_hash: str,
                  architecture_json: dict[str, Any], *, source: dict[str, Any] | None = None,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, onnx: str = "auto") -> Path:
     """Write the bundle of `model` (trained on data of `schema_hash`) with `data_dir`'s vocabularies.
 
     Refuses a dataset of another schema hash and an existing `output` without `overwrite`; atomic (a
-    failure leaves nothing at `output`)."""
+    failure leaves nothing at `output`). `onnx` ("auto", "require", "skip") says whether to write
+    model.onnx too (`_write_onnx`)."""
     data_dir, output = Path(data_dir), Path(output)
     schema = Schema.load(data_dir)
     if schema.hash != schema_hash:
@@ -148,14 +266,18 @@ def write_bundle(output: str | Path, model: nn.Module, data_dir: str | Path, sch
         raise BundleError(f"{data_dir}: vocabulary sizes {vocab_sizes} differ from the model's {model.vocab_sizes}")
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output}: already exists (pass --overwrite to replace it)")
+    if onnx not in ONNX_MODES:
+        raise ValueError(f"onnx mode must be one of {ONNX_MODES}, got {onnx!r}")
     program = export_program(model, vocab_sizes)
     with atomic_output_dir(output, overwrite) as tmp:
         torch.export.save(program, tmp / PROGRAM_FILE)
         worst = _check_parity(model, tmp / PROGRAM_FILE, vocab_sizes)
+        onnx_meta = _write_onnx(model, program, tmp, vocab_sizes, onnx)
         shutil.copyfile(data_dir / SCHEMA_FILE, tmp / SCHEMA_FILE)
         shutil.copyfile(data_dir / schema.vocab_file, tmp / schema.vocab_file)  # type: ignore[operator]
         atomic_write_text(tmp / ARCH_FILE, json.dumps(architecture_json, indent=1) + "\n")
-        files = [PROGRAM_FILE, SCHEMA_FILE, str(schema.vocab_file), ARCH_FILE]
+        files = [PROGRAM_FILE, *([ONNX_FILE] if onnx_meta["file"] else []), SCHEMA_FILE, str(schema.vocab_file),
+                 ARCH_FILE]
         meta = {
             "autoias_bundle_version": BUNDLE_VERSION,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -172,7 +294,7 @@ def write_bundle(output: str | Path, model: nn.Module, data_dir: str | Path, sch
                            "meaning": "the click logit; P(click) = sigmoid(logit)"},
                 "export_parity_max_abs_logit": worst,
             },
-            "onnx": None,  # not written: onnx/onnxruntime are not dependencies
+            "onnx": onnx_meta,  # {"file": None, "reason": ...} where not written
             "architecture": architecture_json.get("summary", {}),
             "source": dict(source or {}, data=str(data_dir)),
             "files": {name: sha256(tmp / name) for name in files},

@@ -3,7 +3,11 @@
 ```
 autoias-serve export --ckpt runs/retrain/version_0/checkpoints/best.ckpt --data data/criteo --output bundle/
 autoias-serve score --bundle bundle/ --format criteo --input day_24.txt.gz --output preds.parquet
+autoias-serve score --bundle bundle/ --format criteo --input day_24.txt.gz --output preds.parquet --runtime onnx
 ```
+
+`export` writes model.onnx beside model.pt2 where the `onnx` extra is installed (`--onnx auto`, the default;
+bundle.json records why not otherwise); `score --runtime onnx` runs it with onnxruntime.
 
 Errors (a bad row, a bundle or dataset of another schema, an existing output) are one line on stderr,
 exit code 2. `score` imports no Lightning: `export` loads it only when it runs.
@@ -19,7 +23,8 @@ from collections.abc import Sequence
 
 from autoias_pl.data.readers import DataFormatError
 from autoias_pl.data.schema import SchemaError
-from autoias_pl.serve.score import DEFAULT_BATCH_SIZE
+from autoias_pl.serve.bundle import ONNX_MODES, load_bundle
+from autoias_pl.serve.score import DEFAULT_BATCH_SIZE, RUNTIMES
 
 PROG = "autoias-serve"
 FORMATS = ("criteo", "avazu", "csv")
@@ -34,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "hash must be the checkpoint's): schema.json and vocab.parquet are copied from it")
     e.add_argument("--output", required=True, help="bundle folder to write (refused if it exists)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    e.add_argument("--onnx", choices=ONNX_MODES, default="auto",
+                   help="model.onnx beside model.pt2: auto (where onnx is installed, default), require, skip")
     e.set_defaults(run=cmd_export)
     s = sub.add_parser("score", help="raw logs -> click probabilities (parquet: row, prob)")
     s.add_argument("--bundle", required=True, help="folder written by `autoias-serve export`")
@@ -43,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
                    help="error: stop with file:line (default); skip: leave the row out and count it")
     s.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per model call")
-    s.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    s.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of torch or onnxruntime (default: torch's)")
+    s.add_argument("--runtime", choices=RUNTIMES, default="pt2",
+                   help="pt2: the torch.export program (default); onnx: model.onnx with onnxruntime")
     s.set_defaults(run=cmd_score)
     return parser
 
@@ -51,8 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_export(args: argparse.Namespace) -> None:
     from autoias_pl.serve.export import export_checkpoint  # the only path that loads Lightning
 
-    out = export_checkpoint(args.ckpt, args.data, args.output, overwrite=args.overwrite)
-    print(f"{out}: bundle written (model.pt2, schema.json, vocab.parquet, architecture.json, bundle.json)")
+    out = export_checkpoint(args.ckpt, args.data, args.output, overwrite=args.overwrite, onnx=args.onnx)
+    meta = load_bundle(out).meta
+    print(f"{out}: bundle written ({', '.join(meta['files'])}, bundle.json)")
+    if not meta["onnx"]["file"]:
+        print(f"{out}: no model.onnx: {meta['onnx']['reason']}")
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -63,7 +76,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     report = score(args.bundle, args.input, args.output, format_name=args.format,
-                   skip_bad=args.on_bad_row == "skip", batch_size=args.batch_size)
+                   skip_bad=args.on_bad_row == "skip", batch_size=args.batch_size, runtime=args.runtime)
     skipped = f", {report.bad_rows:,} bad rows skipped" if report.bad_rows else ""
     print(f"{report.output}: {report.rows:,} rows scored{skipped} in {report.seconds:.1f} s "
           f"({report.rows / max(report.seconds, 1e-9):,.0f} rows/s)")

@@ -10,7 +10,9 @@ Output columns: `row` (int64, the 0-based index of the input row among the data 
 order: header and blank lines are not rows, bad rows keep their index) and `prob` (float32, P(click)).
 With `skip_bad` bad rows are left out (their indices are missing) and counted.
 
-Imports no Lightning, no search and no model code: the program is loaded with `torch.export.load`.
+Two runtimes score the same ids: "pt2" (default) loads the program with `torch.export.load`; "onnx" runs
+the bundle's model.onnx with onnxruntime (the `onnx` extra). Imports no Lightning, no search and no model
+code.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ from autoias_pl.data.readers import (
     read_header,
 )
 from autoias_pl.io import atomic_write
-from autoias_pl.serve.bundle import Bundle, BundleError, load_bundle
+from autoias_pl.serve.bundle import ONNX_INPUT, ONNX_OUTPUT, Bundle, BundleError, load_bundle, onnx_session
 
 OUTPUT_SCHEMA = pa.schema([("row", pa.int64()), ("prob", pa.float32())])
+RUNTIMES = ("pt2", "onnx")
 DEFAULT_BATCH_SIZE = 1024  # DeepFM over 39 fields: (B, 741, 16) pair tensors, ~50 MB each at 1024
 
 
@@ -59,22 +62,45 @@ class ScoreReport:
 
 
 class Scorer:
-    """A loaded bundle: `encode` raw blocks, `predict` ids -> probabilities."""
+    """A loaded bundle: `encode` raw blocks, `predict` ids -> probabilities with the `runtime`'s model
+    ("pt2": the torch.export program; "onnx": model.onnx in onnxruntime with `threads` intra-op threads,
+    None: torch's current number)."""
 
-    def __init__(self, bundle: str | Path | Bundle) -> None:
+    def __init__(self, bundle: str | Path | Bundle, runtime: str = "pt2", threads: int | None = None) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.runtime = runtime
         self.encoder = Encoder(self.bundle.path)
         self.format: RawFormat = self.encoder.format
-        self.program = torch.export.load(self.bundle.program_path).module()
+        if runtime == "pt2":
+            self.program = torch.export.load(self.bundle.program_path).module()
+            return
+        path = self.bundle.onnx_path
+        if path is None:
+            reason = (self.bundle.meta.get("onnx") or {}).get("reason", "not written")
+            raise BundleError(f"{self.bundle.path}: the bundle has no ONNX model ({reason}); "
+                              "score it with --runtime pt2, or export it again with onnx installed")
+        try:
+            self.session = onnx_session(path, threads if threads is not None else torch.get_num_threads())
+        except ImportError as e:
+            raise BundleError(f"{path}: --runtime onnx needs onnxruntime (pip install 'autoias-pl[onnx]'): "
+                              f"{e}") from e
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """(b, n) int64 ids -> (b,) float32 logits of one model call."""
+        if self.runtime == "onnx":
+            return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0]
+        with torch.inference_mode():
+            return self.program(torch.from_numpy(x)).float().numpy()
 
     def predict(self, ids: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        """(R, n) integer ids -> (R,) float32 click probabilities, `batch_size` rows per program call."""
+        """(R, n) integer ids -> (R,) float32 click probabilities, `batch_size` rows per model call."""
         out = np.empty(len(ids), dtype=np.float32)
-        with torch.inference_mode():
-            for i in range(0, len(ids), batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(ids[i : i + batch_size], dtype=np.int64))  # (b, n)
-                out[i : i + len(x)] = torch.sigmoid(self.program(x).float()).numpy()
-        return out
+        for i in range(0, len(ids), batch_size):
+            x = np.ascontiguousarray(ids[i : i + batch_size], dtype=np.int64)  # (b, n)
+            out[i : i + len(x)] = self.logits(x)
+        return torch.sigmoid(torch.from_numpy(out)).numpy()  # in place of the logits, the same op per runtime
 
 
 def bad_row_indices(path: Path, fmt: RawFormat) -> np.ndarray:
@@ -106,15 +132,16 @@ def good_row_indices(first: int, count: int, bad: np.ndarray) -> np.ndarray:
 
 def score(bundle: str | Path | Bundle | Scorer, inputs: Sequence[str | Path], output: str | Path, *,
           format_name: str | None = None, skip_bad: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
-          chunk_bytes: int = 1 << 25) -> ScoreReport:
+          chunk_bytes: int = 1 << 25, runtime: str = "pt2") -> ScoreReport:
     """Score every row of `inputs` (raw logs of the bundle's format) into `output` (parquet: row, prob).
 
     A bad row raises `DataFormatError` naming file:line (nothing written), or with `skip_bad` is left out
-    and counted. `format_name`, when given, must be the bundle's raw format."""
+    and counted. `format_name`, when given, must be the bundle's raw format; `runtime` ("pt2" or "onnx")
+    is the model that scores when `bundle` is not already a `Scorer`."""
     start = time.perf_counter()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    scorer = bundle if isinstance(bundle, Scorer) else Scorer(bundle)
+    scorer = bundle if isinstance(bundle, Scorer) else Scorer(bundle, runtime)
     fmt = scorer.format
     if format_name is not None and format_name != fmt.name:
         raise BundleError(f"{scorer.bundle.path}: the bundle scores {fmt.name!r} rows, not {format_name!r}")
