@@ -26,18 +26,13 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from autoias_pl.ablations import RECIPE, SPACE  # noqa: E402  (the recipe lives in one place)
 from autoias_pl.auc import auc  # noqa: E402
 from autoias_pl.data.schema import Schema  # noqa: E402
 from autoias_pl.data.stream import read_rows  # noqa: E402
 from autoias_pl.data.synth import synthesize  # noqa: E402
 from autoias_pl.search import AutoIASSearch  # noqa: E402
 from tests.ddp_worker import MemoryDataModule  # noqa: E402
-
-SPACE = {"emb_dims": (4, 8, 16), "proj_dims": (4, 8, 16), "functions": ("product", "concat", "plus", "max"),
-         "num_layers": 2, "hidden_units": (16, 32, 64)}
-RECIPE = {"reward_rows": 8192, "baseline": "leave_one_out", "reward_scaling": True, "entropy_weight": 0.01,
-          "cost_weight": 0.0, "init_std": 0.1, "pair_decision": "joint", "num_reward_archs": 16,
-          "teacher_functions": "uniform"}
 
 
 class Curve(Callback):

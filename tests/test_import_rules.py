@@ -20,7 +20,8 @@ DATA = ("autoias_pl.data",)
 CORE = ("autoias_pl.space", "autoias_pl.layout", "autoias_pl.interactions", "autoias_pl.ctr_model",
         "autoias_pl.baselines", "autoias_pl.supernet", "autoias_pl.references")
 SEARCH_LOGIC = ("autoias_pl.search.generator", "autoias_pl.search.reward", "autoias_pl.search.refine")
-CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.demo", "autoias_pl.compare", "autoias_pl.serve.cli")
+CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.demo", "autoias_pl.compare", "autoias_pl.serve.cli",
+        "autoias_pl.ablations")
 SERVE = ("autoias_pl.serve",)
 SERVE_EXPORT = "autoias_pl.serve.export"  # reads a retrain checkpoint: the one serve module that may import retrain
 LIGHTNING = ("lightning", "pytorch_lightning", "lightning_fabric")
