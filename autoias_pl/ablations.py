@@ -385,8 +385,9 @@ def table(study: str, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(study: str, rows: list[dict[str, Any]], path: Path) -> None:
-    """Two panels: the student loss and the candidate's val AUC vs training rows, mean +- std over seeds."""
+def plot(study: str, rows: list[dict[str, Any]], path: Path, warmup_rows: int = 0) -> None:
+    """Two panels: the student loss and the candidate's val AUC vs training rows, mean +- std over seeds;
+    a dotted line where the uniform warm-up ends."""
     from matplotlib.figure import Figure  # no pyplot: no global backend is chosen
 
     fig = Figure(figsize=(10, 3.8), layout="constrained")
@@ -403,6 +404,8 @@ def plot(study: str, rows: list[dict[str, Any]], path: Path) -> None:
     axes[1].set(xlabel="training rows", ylabel="searched architecture's val AUC")
     for ax in axes:
         ax.grid(True, alpha=0.3)
+        if warmup_rows:
+            ax.axvline(warmup_rows, color="gray", linestyle=":", linewidth=1)
     axes[0].legend(fontsize=8)
     fig.suptitle(TITLES[study], fontsize=10)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
@@ -495,7 +498,7 @@ def write_outputs(out: Path, data: Path, schema: Schema, plan: dict[str, Any], w
              "(the generator's greedy one; random search's best scored one), val AUC on the whole validation split "
              "and test AUC with inherited supernet weights. Mean ± sample std over seeds.", ""]
     for study, rows in summary.items():
-        plot(study, rows, out / f"{study}.png")
+        plot(study, rows, out / f"{study}.png", sizing["warmup_batches"] * sizing["batch_size"])
         lines += [f"## {TITLES[study]}", "", f"![{study}]({study}.png)", "", table(study, rows), "",
                   verdict(study, rows), ""]
     trained = [r for r in records if "reused_from" not in r]
@@ -586,8 +589,12 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
           f"{sizing.batch_size}), {sizing.checks} validation points", file=sys.stderr)
 
     done = {r["key"]: r for r in load_records(out)}
-    estimate = {(st, v, k): costs.run_seconds(model_settings(st, v, base), sizing, schema, base) for st, v, k in jobs}
     todo = [j for j in jobs if not record_path(out, *j).is_file()]
+    estimate, seen = {}, set(done)
+    for st, v, k in todo:  # a run with the settings of an earlier one is copied: it costs nothing
+        key = run_key(model_settings(st, v, base), k, sizing, base)
+        estimate[(st, v, k)] = 0.0 if key in seen else costs.run_seconds(model_settings(st, v, base), sizing, schema, base)
+        seen.add(key)
     scale = 1.0
     for study in studies:
         mine = [j for j in todo if j[0] == study]
