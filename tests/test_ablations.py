@@ -24,14 +24,14 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def tiny(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, int]]:
-    """Two values per study, 2 validation points, 4 fixed rows x 2 architectures; returns the list of the
-    runs actually trained (study, value, seed) as they happen."""
+def tiny(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, int, str, int]]:
+    """Two values per study, 2 validation points, 2 fixed architectures; returns the list of the
+    runs actually trained, as (beta, N, sampler, M), as they happen."""
     for study, values in TINY_VALUES.items():
         monkeypatch.setitem(ablations.STUDIES, study, (values, ablations.STUDIES[study][1]))
     monkeypatch.setitem(ablations.BASE, "checks", 2)
     monkeypatch.setitem(ablations.BASE, "eval_archs", 2)
-    trained: list[tuple[str, Any, int]] = []
+    trained: list[tuple[float, int, str, int]] = []
     train_one = ablations.train_one
 
     def counting(data: Path, schema: Any, settings: dict[str, Any], seed: int, *args: Any) -> dict[str, Any]:
