@@ -8,9 +8,10 @@ measures on the whole file, with `--threads` torch and pyarrow threads:
   also on a quarter of the file, so the ratio shows whether memory grows with the rows);
 - parse + encode alone: `read_blocks` + `Encoder.encode_block`;
 - model alone: the exported program on already encoded ids, `--batch-size` rows per call.
-Prints ONE JSON object (rows/s of each, CPU seconds, load average).
+`--runtime onnx` scores with the bundle's model.onnx through onnxruntime instead of the `.pt2` program
+(the `onnx` extra). Prints ONE JSON object (rows/s of each, CPU seconds, load average).
 
-    .venv/bin/python benchmarks/bench_score.py [--rows 200000] [--threads 2] [--batch-size 1024]
+    .venv/bin/python benchmarks/bench_score.py [--rows 200000] [--threads 2] [--batch-size 1024] [--runtime pt2]
 """
 
 from __future__ import annotations
@@ -41,21 +42,21 @@ def set_threads(threads: int) -> None:
     pa.set_io_thread_count(threads)
 
 
-def child(bundle: str, raw: str, out: str, threads: int, batch_size: int) -> None:
+def child(bundle: str, raw: str, out: str, threads: int, batch_size: int, runtime: str) -> None:
     """Run in a subprocess: score `raw` end to end; print seconds, CPU seconds, rows and peak RSS."""
     set_threads(threads)
     from autoias_pl.serve.score import score
 
     t0, c0 = time.perf_counter(), time.process_time()
-    report = score(bundle, [raw], out, batch_size=batch_size)
+    report = score(bundle, [raw], out, batch_size=batch_size, runtime=runtime)
     print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
                       "load_seconds": report.load_seconds, "rows": report.rows, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def end_to_end(bundle: Path, raw: Path, out: Path, threads: int, batch_size: int) -> dict[str, object]:
+def end_to_end(bundle: Path, raw: Path, out: Path, threads: int, batch_size: int, runtime: str) -> dict[str, object]:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--child", str(bundle), str(raw), str(out), "--threads", str(threads),
-           "--batch-size", str(batch_size)]
+           "--batch-size", str(batch_size), "--runtime", runtime]
     load = os.getloadavg()[0]
     r = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
     return {"rows": r["rows"], "seconds": round(r["seconds"], 3), "rows_per_s": round(r["rows"] / r["seconds"]),
@@ -64,14 +65,14 @@ def end_to_end(bundle: Path, raw: Path, out: Path, threads: int, batch_size: int
             "load_avg_1m_before_after": [round(load, 2), round(os.getloadavg()[0], 2)]}
 
 
-def halves(bundle: Path, raw: Path, batch_size: int, model_rows: int) -> dict[str, object]:
+def halves(bundle: Path, raw: Path, batch_size: int, model_rows: int, runtime: str) -> dict[str, object]:
     """parse + encode alone over the file; the model alone on its first `model_rows` encoded rows."""
     import torch
 
     from autoias_pl.data.readers import read_blocks
     from autoias_pl.serve.score import Scorer
 
-    scorer = Scorer(bundle)
+    scorer = Scorer(bundle, runtime)
     t0, c0, rows, kept = time.perf_counter(), time.process_time(), 0, []
     for block in read_blocks(raw, scorer.format):
         ids = scorer.encoder.encode_block(block)
@@ -97,11 +98,12 @@ def main() -> None:
     ap.add_argument("--model-rows", type=int, default=50_000, help="rows of the model-alone measurement")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--runtime", choices=("pt2", "onnx"), default="pt2", help="the model that scores")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--child", nargs=3, metavar=("BUNDLE", "RAW", "OUT"))
     args = ap.parse_args()
     if args.child:
-        return child(*args.child, args.threads, args.batch_size)
+        return child(*args.child, args.threads, args.batch_size, args.runtime)
     from bench_prepare import head_lines, write_criteo_tsv
 
     from autoias_pl.baselines import baseline
@@ -122,16 +124,18 @@ def main() -> None:
         schema = prepare(work / "data", criteo_format(), train=[train], min_count=10, progress=False)
         space = SearchSpace(tuple(schema.field_names), (16,), (16,), FUNCTIONS, 3, (400,), True, schema.hash)
         model = CTRModel(baseline("deepfm", space, dim=16, hidden=400), schema.vocab_sizes)
-        bundle = write_bundle(work / "bundle", model, work / "data", schema.hash, {})
+        bundle = write_bundle(work / "bundle", model, work / "data", schema.hash, {},
+                              onnx="require" if args.runtime == "onnx" else "skip")
         raw_mb = round(raw.stat().st_size / 1e6, 1)
         os.sync()
-        e2e = end_to_end(bundle, raw, work / "preds.parquet", args.threads, args.batch_size)
-        e2e_quarter = end_to_end(bundle, quarter, work / "preds_q.parquet", args.threads, args.batch_size)
-        parts = halves(bundle, raw, args.batch_size, args.model_rows)
+        e2e = end_to_end(bundle, raw, work / "preds.parquet", args.threads, args.batch_size, args.runtime)
+        e2e_quarter = end_to_end(bundle, quarter, work / "preds_q.parquet", args.threads, args.batch_size,
+                                 args.runtime)
+        parts = halves(bundle, raw, args.batch_size, args.model_rows, args.runtime)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({
-        "benchmark": "autoias-serve score, raw criteo tsv, deepfm (dim 16, 3 x 400)",
+        "benchmark": "autoias-serve score, raw criteo tsv, deepfm (dim 16, 3 x 400)", "runtime": args.runtime,
         "rows_per_s": e2e["rows_per_s"], "parse_encode_rows_per_s": parts["parse_encode"]["rows_per_s"],
         "model_rows_per_s": parts["model"]["rows_per_s"],
         "rss_ratio_full_vs_quarter": round(e2e["peak_rss_mib"] / e2e_quarter["peak_rss_mib"], 3),
