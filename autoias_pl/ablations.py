@@ -351,6 +351,7 @@ def summarize(records: list[dict[str, Any]], planted: list[str]) -> dict[str, li
                 "mean_student_loss": [statistics.mean(p["student_loss"] for p in r["curve"][:n]) for r in mine],
                 "final_val_auc": [r["curve"][n - 1]["val_auc"] for r in mine],
                 "best_val_auc": [max(p["val_auc"] for p in r["curve"][:n]) for r in mine],
+                "mean_val_auc": [statistics.mean(p["val_auc"] for p in r["curve"][:n]) for r in mine],
                 "test_auc": [r["test_auc"] for r in mine],
                 "planted_selected": [float(len(set(r["final_architecture"]["selected_pairs"]) & set(planted)))
                                      for r in mine],
@@ -371,6 +372,7 @@ def summarize(records: list[dict[str, Any]], planted: list[str]) -> dict[str, li
 
 COLUMNS = [("final_student_loss", "student val loss, final", 4), ("mean_student_loss", "student val loss, curve mean", 4),
            ("final_val_auc", "candidate val AUC, final", 4), ("best_val_auc", "candidate val AUC, best", 4),
+           ("mean_val_auc", "candidate val AUC, curve mean", 4),
            ("test_auc", "candidate test AUC", 4), ("planted_selected", "planted pairs selected", 1),
            ("pairs_selected", "pairs selected", 1)]
 
@@ -441,7 +443,7 @@ def verdict(study: str, rows: list[dict[str, Any]]) -> str:
             text += (f"the best KD setting (beta = {kd['value']}, final student loss {_m(kd, loss)}) is "
                      f"{_cmp(kd, no_kd, loss, True)} no KD ({_m(no_kd, loss)}); over the whole curve "
                      f"{_m(kd, 'mean_student_loss')} against {_m(no_kd, 'mean_student_loss')} "
-                     f"({_cmp(kd, no_kd, 'mean_student_loss', True)}). ")
+                     f"({_cmp(kd, no_kd, 'mean_student_loss', True).rsplit(' ', 1)[0]}). ")
         half = _by(rows, 0.5)
         if half is not None:
             text += (f"The lowest final loss is at beta = {best['value']}; beta = 0.5 is "
@@ -457,6 +459,12 @@ def verdict(study: str, rows: list[dict[str, Any]]) -> str:
                      f"{first[loss]['std']:.4f} at N = {first['value']} vs {last[loss]['std']:.4f} at N = {last['value']}. ")
         if nine is not None and last is not nine:
             text += f"N = {last['value']} is {_cmp(last, nine, loss, True)} N = 9. "
+        if first is not last:
+            text += (f"Over the whole curve (speed): N = {last['value']} {_m(last, 'mean_student_loss')} is "
+                     f"{_cmp(last, first, 'mean_student_loss', True)} N = {first['value']} "
+                     f"{_m(first, 'mean_student_loss')}; the candidate's val AUC over the curve "
+                     f"{_m(last, 'mean_val_auc')} vs {_m(first, 'mean_val_auc')} "
+                     f"({_cmp(last, first, 'mean_val_auc', False).rsplit(' ', 1)[0]}). ")
     elif study == "sampler":
         gen, uni = _by(rows, "generator"), _by(rows, "uniform")
         text = "Paper: generator-guided training has a lower, more stable loss than random search. Here: "
@@ -475,6 +483,10 @@ def verdict(study: str, rows: list[dict[str, Any]]) -> str:
             text += f"M = 1 is {_cmp(one, best, 'best_val_auc', False)} it ({_m(one, 'best_val_auc')}). "
         if four is not None and four is not best:
             text += f"M = 4 is {_cmp(four, best, 'best_val_auc', False)} it ({_m(four, 'best_val_auc')}). "
+        fast = max(rows, key=lambda r: r["mean_val_auc"]["mean"])
+        text += f"Over the whole curve (speed) the best is M = {fast['value']} ({_m(fast, 'mean_val_auc')})"
+        text += (f"; M = 1 is {_cmp(one, fast, 'mean_val_auc', False)} it ({_m(one, 'mean_val_auc')}). "
+                 if one is not None and one is not fast else ". ")
     seeds = min(len(r["seeds"]) for r in rows)
     if seeds < 2:
         return text + f"(Automatic reading of 1 seed per {sym}: no noise estimate, every difference counts.)"
@@ -625,8 +637,8 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         atomic_write_text(record_path(out, study, value, seed), json.dumps(record, indent=1, default=list) + "\n")
         done.setdefault(key, record)
         left = sum(estimate[j] for j in todo[i:]) * scale
-        print(f"{label}: done in {result['seconds']:.0f} s; {len(todo) - i} runs left, ~{fmt_time(left)}",
-              file=sys.stderr, flush=True)
+        took = "copied" if "reused_from" in result else f"done in {result['seconds']:.0f} s"
+        print(f"{label}: {took}; {len(todo) - i} runs left, ~{fmt_time(left)}", file=sys.stderr, flush=True)
     results = write_outputs(out, data, schema, plan, time.perf_counter() - wall)
     results["trained"] = trained
     print(f"wrote {out / 'report.md'}, results.json and {len(results['studies'])} figure(s) in "
