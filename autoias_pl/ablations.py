@@ -418,9 +418,15 @@ def _by(rows: list[dict[str, Any]], value: Any) -> dict[str, Any] | None:
 
 
 def _cmp(a: dict[str, Any], b: dict[str, Any], key: str, lower_better: bool) -> str:
-    """'better', 'worse' or 'within noise': `a` against `b` on `key`, beyond one combined std."""
-    diff = a[key]["mean"] - b[key]["mean"]
-    noise = math.hypot(a[key]["std"], b[key]["std"])
+    """'better than', 'worse than' or 'within noise of': `a` against `b` on `key`. Runs of one seed share
+    the initial weights and the data order, so with the same seeds the comparison is paired: the mean of
+    the per-seed differences against their std; otherwise the difference of the means against the
+    combined std."""
+    if a["seeds"] == b["seeds"] and len(a["seeds"]) > 1:
+        d = [x - y for x, y in zip(a[key]["per_seed"], b[key]["per_seed"], strict=True)]
+        diff, noise = statistics.mean(d), statistics.stdev(d)
+    else:
+        diff, noise = a[key]["mean"] - b[key]["mean"], math.hypot(a[key]["std"], b[key]["std"])
     if abs(diff) <= noise:
         return "within noise of"
     return "better than" if (diff < 0) == lower_better else "worse than"
@@ -448,6 +454,11 @@ def verdict(study: str, rows: list[dict[str, Any]]) -> str:
         if half is not None:
             text += (f"The lowest final loss is at beta = {best['value']}; beta = 0.5 is "
                      f"{'that one' if half is best else _cmp(half, best, loss, True) + ' it'}. ")
+        if half is not None and no_kd is not None:
+            fast = max(rows, key=lambda r: r["mean_val_auc"]["mean"])
+            text += (f"The searched architecture's val AUC over the curve is highest at beta = {fast['value']} "
+                     f"({_m(fast, 'mean_val_auc')}); beta = 0.5 ({_m(half, 'mean_val_auc')}) is "
+                     f"{_cmp(half, no_kd, 'mean_val_auc', False)} no KD ({_m(no_kd, 'mean_val_auc')}). ")
     elif study == "students":
         best = min(rows, key=lambda r: r[loss]["mean"])
         text = ("Paper: few students train unstably; more are better, with marginal gains beyond N = 9. Here: the "
@@ -490,7 +501,9 @@ def verdict(study: str, rows: list[dict[str, Any]]) -> str:
     seeds = min(len(r["seeds"]) for r in rows)
     if seeds < 2:
         return text + f"(Automatic reading of 1 seed per {sym}: no noise estimate, every difference counts.)"
-    return text + f"(Automatic reading, {seeds} seeds per {sym}: a difference within one combined std is noise.)"
+    return text + (f"(Automatic reading, {seeds} seeds per {sym}, paired by seed: better or worse means a mean "
+                   "per-seed difference beyond the std of those differences, otherwise noise; with few seeds a "
+                   "weak test.)")
 
 
 def write_outputs(out: Path, data: Path, schema: Schema, plan: dict[str, Any], wall_s: float) -> dict[str, Any]:
@@ -518,7 +531,7 @@ def write_outputs(out: Path, data: Path, schema: Schema, plan: dict[str, Any], w
              else f"{sizing['rows']:,} rows per run set with --train-rows")
     lines.append(f"{len(records)} runs, {len(trained)} trained (the others have the settings of a trained one), "
                  f"{fmt_time(sum(r['seconds'] for r in trained))} of training in all; the plan was {sized}; "
-                 f"wall time of the last invocation {fmt_time(wall_s)}. Planted pairs: {', '.join(planted) or 'none'}.")
+                 f"the invocation that wrote this report took {fmt_time(wall_s)}. Planted pairs: {', '.join(planted) or 'none'}.")
     commentary = out / "commentary.md"
     if commentary.is_file():
         lines += ["", commentary.read_text().rstrip()]
