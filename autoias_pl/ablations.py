@@ -20,7 +20,7 @@ validation rows of `eval_archs` fixed uniformly drawn architectures ("supernet v
 students") beside the module's val/auc and val/logloss of its candidate (the searched architecture:
 `module.candidate()` scored on the whole validation split with inherited weights).
 
-Written to --out: `runs/<study>/<value>-seed<k>.json` (one finished run, atomically; a rerun skips it, and
+Written to --out: `records/<study>/<value>-seed<k>.json` (one finished run, atomically; a rerun skips it, and
 a run whose settings equal a finished one of another study, e.g. beta = 0.5 and N = 9, is copied, not
 retrained), `plan.json` (the sizing: kept on rerun so resumed runs stay comparable), `<study>.png` (the
 two curves, mean and +- one std over seeds), `results.json` (tables and mean curves) and `report.md`
@@ -99,6 +99,7 @@ TITLES = {"beta": "4.4.1 knowledge distillation: soft/hard weight beta (Fig. 3)"
           "reward_archs": "4.4.4 number of reward architectures M (Fig. 6)"}
 SYMBOL = {"beta": "beta", "students": "N", "sampler": "sampler", "reward_archs": "M"}
 RUN_OVERHEAD_S = 1.5  # Trainer set-up and data loading per run, for the estimates
+RECORDS = "records"  # the finished runs under --out (not "runs", which .gitignore hides)
 
 
 class AblationError(ValueError):
@@ -305,12 +306,12 @@ def run_key(settings: dict[str, Any], seed: int, sizing: Sizing, base: dict[str,
 
 
 def record_path(out: Path, study: str, value: Any, seed: int) -> Path:
-    return out / "runs" / study / f"{value_name(value)}-seed{seed}.json"
+    return out / RECORDS / study / f"{value_name(value)}-seed{seed}.json"
 
 
 def load_records(out: Path) -> list[dict[str, Any]]:
-    """Every finished run under `out/runs` (a record that is not valid JSON is a one-line AblationError)."""
-    return [read_json(p, AblationError) for p in sorted((out / "runs").glob("*/*.json"))]
+    """Every finished run under `out/records` (a record that is not valid JSON is a one-line AblationError)."""
+    return [read_json(p, AblationError) for p in sorted((out / RECORDS).glob("*/*.json"))]
 
 
 def load_plan(out: Path, data: Path, schema: Schema) -> dict[str, Any] | None:

@@ -65,8 +65,8 @@ def test_every_study_files_tables_and_resume(tiny_data: Path, tmp_path: Path, ti
     for study, values in TINY_VALUES.items():
         assert (out / f"{study}.png").stat().st_size > 1000
         for v in values:
-            assert (out / "runs" / study / f"{v}-seed0.json").is_file()
-    assert json.loads((out / "runs/students/9-seed0.json").read_text())["reused_from"] == "beta=0.5"
+            assert (out / ablations.RECORDS / study / f"{v}-seed0.json").is_file()
+    assert json.loads((out / ablations.RECORDS / "students/9-seed0.json").read_text())["reused_from"] == "beta=0.5"
     report = (out / "report.md").read_text()
     found = tables(report)
     assert set(found) == set(TINY_VALUES)
@@ -95,7 +95,7 @@ def test_one_study_alone_and_a_lost_run_is_redone(tiny_data: Path, tmp_path: Pat
     out = tmp_path / "abl"
     cli(tiny_data, out, "--studies", "sampler")
     assert len(tiny) == 2 and sorted(p.name for p in out.glob("*.png")) == ["sampler.png"]
-    (out / "runs/sampler/uniform-seed0.json").unlink()
+    (out / ablations.RECORDS / "sampler/uniform-seed0.json").unlink()
     tiny.clear()
     cli(tiny_data, out, "--studies", "sampler")
     assert [t[2] for t in tiny] == ["uniform"]
