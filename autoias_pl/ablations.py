@@ -14,7 +14,12 @@ setting changed (`STUDIES`):
 - reward_archs (4.4.4, Fig. 6): the number M of architectures scored per generator step (with the EMA
   baseline of eq. 23 for every M: the recipe's leave-one-out baseline is undefined at M = 1).
 
-All runs of one invocation train the same number of rows (equal budget), validated at the same points.
+All runs of a plan train the same number of rows (equal budget), validated at the same `checks` points,
+the first `warmup_fraction` of the batches with uniform students and no generator step. `--budget-minutes`
+sizes them: the pieces of a search step are timed on the data (`calibrate`), and the largest number of
+batches is taken for which the estimated time of all runs to do fits (`size_runs`; over several epochs
+only if the training split is too small). `--train-rows` sets the rows instead; `--plan-only` prints the
+sizing and the estimates and trains nothing.
 At each validation point a `StudentLoss` callback records the supernet's mean BCE on `eval_rows` fixed
 validation rows of `eval_archs` fixed uniformly drawn architectures ("supernet validation loss of sampled
 students") beside the module's val/auc and val/logloss of its candidate (the searched architecture:
@@ -27,7 +32,8 @@ two curves, mean and +- one std over seeds), `results.json` (tables and mean cur
 (the tables, mean +- std over seeds, and for each study the paper's claim against what the numbers show;
 `commentary.md` in --out, if present, is appended verbatim). Progress goes to stderr: a line per
 validation point and per run, with the estimated time of each study (from a calibration of the forward
-and backward costs, rescaled by the measured time of the first run). Nothing imports this module (a CLI).
+and backward costs, rescaled by the measured time of the first run). No package module imports this one
+(a CLI); the benchmark takes its SPACE and RECIPE.
 """
 
 from __future__ import annotations
