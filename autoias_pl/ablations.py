@@ -230,7 +230,8 @@ def train_one(data: Path, schema: Schema, settings: dict[str, Any], seed: int, s
     with torch.no_grad():
         test_auc = auc(module.supernet(test.features, final).numpy(), test.labels.numpy())
     return {"curve": curve.points, "test_auc": test_auc, "final_architecture": final.summary(),
-            "archs_scored": module.archs_scored, "seconds": time.perf_counter() - start}
+            "archs_scored": module.archs_scored, "seconds": time.perf_counter() - start,
+            "hparams": {k: v for k, v in module.hparams.items() if k not in ("field_names", "vocab_sizes")}}
 
 
 # ----- the cost model: sizing and estimates -----
