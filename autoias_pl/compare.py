@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-config", default="data/synthetic.yaml",
                    help="configs/<this> for the data's batch sizes and workers (data_dir is --data)")
     p.add_argument("--trainer-config", default="trainer/cpu.yaml", help="configs/<this> (e.g. trainer/gpu.yaml)")
+    p.add_argument("--retrain-config", action="append", default=[], metavar="YAML",
+                   help="a config file applied after configs/retrain.yaml, e.g. a retraining recipe (repeatable)")
     p.add_argument("--lr", type=float, default=None, help="Adam lr (default: configs/retrain.yaml's 1e-3)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch (default: the data config's)")
     p.add_argument("--dim", type=int, default=None, help="baseline_dim of baselines and references")
@@ -106,7 +108,8 @@ def run_one(args: argparse.Namespace, data: Path, out: Path, label: str, model: 
         if not args.overwrite:
             raise FileExistsError(f"{run}: exists (an earlier comparison?); pass --overwrite or another --out")
         shutil.rmtree(run)
-    configs = [args.data_config, *RETRAIN_CONFIGS, args.trainer_config]
+    extra = [str(Path(c).resolve()) if Path(c).is_file() else c for c in args.retrain_config]
+    configs = [args.data_config, *RETRAIN_CONFIGS, *extra, args.trainer_config]
     o = common(SimpleNamespace(seed=seed, no_progress_bar=args.no_progress_bar), data, parent, version)
     o.append(f"--model.init_args.architecture={model}")
     for flag, value in (("model.init_args.optimizer.init_args.lr", args.lr), ("data.batch_size", args.batch_size),
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     header = f"# Comparison on {data} ({title}), seeds 0..{args.seeds - 1}\n\n"
     notes = ("mean ± sample std over seeds; parameters and MACs (multiply-adds per sample, lookups free) of the "
              "model; train samples/s: samples trained / wall time of `autoias fit` (validation included); "
-             "epochs: trained before early stopping on val/auc. `ref:` rows are the published models "
+             "epochs: trained before early stopping (configs/retrain.yaml: on val/auc - val/logloss). `ref:` rows are the published models "
              "(autoias_pl/references.py), plain baseline names their in-space analogues (autoias_pl/baselines.py).")
     total = time.perf_counter() - start
     atomic_write_text(out / "results.md", header + md + f"\n{notes}\n\nTotal wall time {total:.0f} s.\n")

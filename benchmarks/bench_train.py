@@ -12,6 +12,20 @@ Both train DeepFM at the same sizes on the same in-memory batches of a 39-field 
 The ratio lightning / plain is the framework's cost (target >= 0.9). `lightning_datamodule` adds the
 parquet stream (`CTRDataModule`) to the Lightning run: the full retraining path. Rates are the best of
 `--repeats` alternating runs (the machine may be shared).
+
+`reference_deepfm` (issue 10): the published DeepFM at DeepCTR-Torch's default size (dim 16, DNN 256-128,
+`--ref-dim`, `--ref-hidden`) on the same 39 fields, at each of `--ref-batches` (256 and 4096), on the same
+in-memory batches, in this process:
+- `ours`: `ref:deepfm` through `AutoIASRetrain` training steps (the Trainer as above), without L2, and
+  `ours_l2` with the embedding L2 of configs/retrain.yaml (`l2_embedding`, the rows looked up in the batch;
+  1e-2 where the config has none);
+- `deepctr`: DeepCTR-Torch's `DeepFM` of the same parameter count, trained by the inner loop of its own
+  `fit` (sigmoid output, sum-reduced BCE + `get_regularization_loss()`, zero_grad / backward / Adam step)
+  with l2_reg_embedding = l2_reg_linear = 0, and `deepctr_l2` with its defaults 1e-5 (which square whole
+  tables every step), and `deepctr_fused_adam` (no L2, an Adam(fused=True) given to its compile).
+Ours uses configs/retrain.yaml's Adam arguments (lr, fused). Ratios ours / deepctr (target >= 1.5 at both
+batch sizes), ours_l2 / deepctr_l2 and ours / deepctr_fused_adam. Without deepctr_torch (the `ref` extra)
+its entries say why it is absent.
 """
 
 from __future__ import annotations
@@ -21,8 +35,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP
 
 import argparse
+import contextlib
 import json
+import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -40,7 +57,8 @@ from autoias_pl.data.stream import ParquetStream
 from autoias_pl.retrain import AutoIASRetrain
 
 FIELDS = 39
-
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+L2_TIMED = 1e-2  # ours_l2's l2_embedding when configs/retrain.yaml sets none
 
 
 class PlainDeepFM(nn.Module):
@@ -131,6 +149,112 @@ def lightning_rate(module: AutoIASRetrain, steps: int, warmup: int, data: list[C
     return timer.rate
 
 
+def import_deepctr() -> tuple[object | None, str]:
+    """(deepctr_torch or None, why absent). Its import starts a thread that checks PyPI for a newer version
+    and prints: kept off stdout (which carries the JSON) and waited for."""
+    before = set(threading.enumerate())
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            import deepctr_torch
+            for t in set(threading.enumerate()) - before:
+                t.join(timeout=30)
+    except Exception as e:  # noqa: BLE001  (any import failure: tensorflow missing, version clash, ...)
+        return None, f"deepctr_torch not importable ({type(e).__name__}: {e}); pip install -e '.[ref]'"
+    return deepctr_torch, ""
+
+
+def deepctr_deepfm(vocab_sizes: list[int], dim: int, hidden: list[int], l2: float, fused: bool = False) -> nn.Module:
+    """DeepCTR-Torch's DeepFM over one SparseFeat per field, compiled with Adam (lr 1e-3) and BCE: its own
+    "adam" (torch's default Adam), or with `fused` an Adam(fused=True) instance passed to its compile."""
+    from deepctr_torch.inputs import SparseFeat
+    from deepctr_torch.models import DeepFM
+
+    cols = [SparseFeat(f"f{i}", v, embedding_dim=dim) for i, v in enumerate(vocab_sizes)]
+    model = DeepFM(cols, cols, dnn_hidden_units=tuple(hidden), l2_reg_linear=l2, l2_reg_embedding=l2, seed=0)
+    model.compile(torch.optim.Adam(model.parameters(), lr=1e-3, fused=True) if fused else "adam",
+                  "binary_crossentropy")
+    return model
+
+
+def deepctr_rate(model: nn.Module, batches: list[CTRBatch], warmup: int) -> float:
+    """samples/s of the inner loop of DeepCTR-Torch's `BaseModel.fit` over `batches` (x as floats, as its
+    TensorDataset gives them)."""
+    model.train()
+    data = [(b.features.float(), b.labels.float()) for b in batches]
+    start, rows = 0.0, 0
+    for k, (x, y) in enumerate(data):
+        if k == warmup:
+            start = time.perf_counter()
+        y_pred = model(x).squeeze(-1)
+        model.optim.zero_grad()
+        loss = model.loss_func(y_pred, y, reduction="sum")
+        total = loss + model.get_regularization_loss() + model.aux_loss
+        loss.item(), total.item()  # what fit logs every step
+        total.backward()
+        model.optim.step()
+        rows += len(y) if k >= warmup else 0
+    return rows / (time.perf_counter() - start)
+
+
+def recipe() -> tuple[float, dict[str, object]]:
+    """configs/retrain.yaml's l2_embedding (0 if it sets none) and Adam's init_args (lr, fused)."""
+    import yaml
+
+    init = yaml.safe_load((CONFIGS / "retrain.yaml").read_text())["model"]["init_args"]
+    if init["optimizer"]["class_path"] != "torch.optim.Adam":
+        raise SystemExit(f"configs/retrain.yaml: optimizer {init['optimizer']['class_path']}, this bench times Adam")
+    return float(init.get("l2_embedding", 0)), dict(init["optimizer"].get("init_args", {}))
+
+
+def reference_deepfm(args: argparse.Namespace, path: Path, schema: Schema) -> dict[str, object]:
+    """Rates of ours (ref:deepfm via AutoIASRetrain) and DeepCTR-Torch's DeepFM per batch size."""
+    deepctr, why = import_deepctr()
+    hidden, (l2, adam) = [int(h) for h in args.ref_hidden.split(",")], recipe()
+    l2 = l2 or L2_TIMED  # the config's, or (off there) the value the docs suggest: the penalty's cost is timed
+
+    def ours(l2_embedding: float) -> AutoIASRetrain:
+        torch.manual_seed(0)
+        return AutoIASRetrain(schema.field_names, schema.vocab_sizes, schema.hash, "ref:deepfm",
+                              baseline_dim=args.ref_dim, baseline_hidden=hidden, l2_embedding=l2_embedding,
+                              optimizer=lambda params: torch.optim.Adam(params, **adam))
+
+    params = sum(p.numel() for p in ours(0.0).parameters())
+    out: dict[str, object] = {"dim": args.ref_dim, "hidden": hidden, "params": params, "ours_l2_embedding": l2,
+                              "ours_adam": adam,
+                              "deepctr": "absent: " + why if deepctr is None else deepctr.__version__}
+    if deepctr is not None:
+        theirs = sum(p.numel() for p in deepctr_deepfm(schema.vocab_sizes, args.ref_dim, hidden, 0.0).parameters())
+        if theirs != params:
+            raise AssertionError(f"ref:deepfm has {params} parameters, DeepCTR-Torch's DeepFM {theirs}")
+    total = args.warmup + args.steps
+    for batch in (int(b) for b in args.ref_batches.split(",")):
+        stream = ParquetStream(path, "train", batch, mode="train", seed=0)
+        batches = [b for _, b in zip(range(total), stream, strict=False)]
+        if len(batches) < total:
+            raise SystemExit(f"{path}: {len(batches)} batches of {batch}; need {total} (raise --rows)")
+        rates: dict[str, list[float]] = {"ours": [], "ours_l2": []}
+        if deepctr is not None:
+            rates |= {"deepctr": [], "deepctr_l2": [], "deepctr_fused_adam": []}
+        for _ in range(args.repeats):
+            rates["ours"].append(lightning_rate(ours(0.0), total, args.warmup, batches))
+            rates["ours_l2"].append(lightning_rate(ours(l2), total, args.warmup, batches))
+            if deepctr is not None:
+                for key, l2_theirs, fused in (("deepctr", 0.0, False), ("deepctr_l2", 1e-5, False),
+                                              ("deepctr_fused_adam", 0.0, True)):
+                    torch.manual_seed(0)
+                    model = deepctr_deepfm(schema.vocab_sizes, args.ref_dim, hidden, l2_theirs, fused)
+                    rates[key].append(deepctr_rate(model, batches, args.warmup))
+        best = {k: max(v) for k, v in rates.items()}
+        row: dict[str, object] = {f"{k}_samples_per_s": round(v) for k, v in best.items()}
+        if deepctr is not None:
+            row["ratio"] = round(best["ours"] / best["deepctr"], 3)
+            row["ratio_l2"] = round(best["ours_l2"] / best["deepctr_l2"], 3)
+            row["ratio_vs_fused_adam"] = round(best["ours"] / best["deepctr_fused_adam"], 3)
+        row["all_runs"] = {k: [round(r) for r in v] for k, v in rates.items()}
+        out[f"batch_{batch}"] = row
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000)
@@ -144,6 +268,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1, help="dataloader workers of the datamodule run")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "autoias-bench")
+    parser.add_argument("--ref-batches", default="256,4096", help="batch sizes of the reference_deepfm runs")
+    parser.add_argument("--ref-dim", type=int, default=16)
+    parser.add_argument("--ref-hidden", default="256,128", help="DNN widths of the reference DeepFMs")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference_deepfm runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path = cached_synth(args.cache, args.rows, FIELDS)
@@ -173,6 +301,7 @@ def main() -> None:
         dm = CTRDataModule(str(path), batch_size=args.batch, seed=0, num_workers=args.workers)
         rates["lightning_datamodule"].append(lightning_rate(retrain(), total, args.warmup, dm))
     best = {k: max(v) for k, v in rates.items()}
+    reference = None if args.no_reference else reference_deepfm(args, path, schema)
     print(json.dumps({
         "bench": "train_deepfm",
         "fields": FIELDS,
@@ -187,6 +316,7 @@ def main() -> None:
         "lightning_datamodule_samples_per_s": round(best["lightning_datamodule"]),
         "ratio_datamodule": round(best["lightning_datamodule"] / best["plain"], 3),
         "all_runs": {k: [round(r) for r in v] for k, v in rates.items()},
+        "reference_deepfm": reference,
         "torch_threads": torch.get_num_threads(),
         "datamodule_workers": args.workers,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),

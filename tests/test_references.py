@@ -79,6 +79,23 @@ def test_field_embedding_offsets_separate_the_fields() -> None:
     torch.testing.assert_close(emb(x)[0], emb.table.weight[starts])
 
 
+def test_table_trains_like_nn_embedding() -> None:
+    """The CPU index_add_ backward of `Table` gives nn.Embedding's gradient (repeated ids summed)."""
+    from autoias_pl.references import Table
+
+    ours = Table(T, K).double()
+    theirs = torch.nn.Embedding(T, K).double()
+    theirs.weight.data.copy_(ours.weight.data)
+    x = torch.randint(T, (33, N))
+    x[0] = x[1]  # repeated rows
+    g = torch.randn(33, N, K, dtype=torch.float64)
+    (ours(x) * g).sum().backward()
+    (theirs(x) * g).sum().backward()
+    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+
+
 def test_deepfm_shares_one_embedding_between_fm_and_deep_parts() -> None:
     model = DeepFM(VOCAB, dim=K, hidden=H, layers=L)
     tables = [m for m in model.modules() if isinstance(m, FieldEmbedding) and m.table.embedding_dim == K]
@@ -141,7 +158,8 @@ DEEPCTR = {"deepfm": {}, "fm": {"dnn_hidden_units": ()}, "lr": {"use_fm": False,
 
 @pytest.fixture
 def deepctr():
-    """deepctr_torch (its import needs tensorflow, scikit-learn, tqdm and requests, as the package declares)."""
+    """deepctr_torch (0.3.0 declares torch, tqdm and scikit-learn; its import also needs requests, which it
+    does not declare; no tensorflow: 0.2.x's callbacks imported it)."""
     return pytest.importorskip("deepctr_torch", reason="deepctr-torch not importable: pip install -e '.[ref]'")
 
 

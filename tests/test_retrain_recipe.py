@@ -155,3 +155,19 @@ def test_retrain_config_sets_the_recipe_and_its_monitor(synth_dir: Path, tmp_pat
     ckpt, stop = cli.trainer.checkpoint_callback, cli.trainer.early_stopping_callback
     assert (ckpt.monitor, ckpt.mode, stop.monitor, stop.mode) == ("val/logloss", "min", "val/logloss", "min")
     assert ckpt.best_model_score == cli.trainer.callback_metrics["val/logloss"]
+
+
+def test_compare_applies_a_recipe_config_after_retrain_yaml(synth_dir: Path, tmp_path: Path) -> None:
+    from autoias_pl import compare
+    from tests.test_compare import SMALL
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: {init_args: {l2_embedding: 0.02, dropout: 0.1}}\n"
+                      "checkpoint: {monitor: val/logloss, mode: min}\n")
+    compare.main(["--data", str(synth_dir), "--models", "ref:deepfm", "--seeds", "1", "--out", str(tmp_path / "c"),
+                  "--retrain-config", str(recipe), *SMALL])
+    ckpt = torch.load(tmp_path / "c" / "ref-deepfm" / "seed0" / "checkpoints" / "best.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert (ckpt["hyper_parameters"]["l2_embedding"], ckpt["hyper_parameters"]["dropout"]) == (0.02, 0.1)
+    (key,) = [k for k in ckpt["callbacks"] if k.startswith("ModelCheckpoint")]
+    assert "'monitor': 'val/logloss'" in key and ckpt["callbacks"][key]["best_model_score"] > 0
