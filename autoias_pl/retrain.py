@@ -6,8 +6,8 @@ as the standalone `CTRModel`; or a published reference model named `ref:<model>`
 a plain nn.Module outside the space, e.g. `ref:deepfm`). This module only trains it: one shared step for
 train/val/test, BCE on logits, AUC and logloss from `ctr_metrics`, `test_metrics.json` at the end of test.
 
-Regularization (the retraining recipe, all off by default here; configs/retrain.yaml turns on the measured
-one, docs/usage.md "Retraining recipe"): `l2_embedding`, an L2 penalty on the embedding rows looked up in
+Regularization (the retraining recipe, all off by default; configs/retrain.yaml keeps them off, as measured in
+docs/usage.md "Retraining recipe", and sets the checkpoint criterion and patience): `l2_embedding`, an L2 penalty on the embedding rows looked up in
 the batch; `weight_decay_dense`, L2 weight decay on the dense weight matrices; `dropout` after every hidden
 ReLU of the MLP. Validation also logs `val/auc_minus_logloss` (FuxiCTR's default monitor, AUC - logloss),
 a checkpoint criterion that watches calibration as well as ranking.
