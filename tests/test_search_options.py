@@ -192,3 +192,22 @@ def test_search_validates_the_pruned_architecture(tmp_path: Path, data) -> None:
     assert module.best_architecture.choices == module._val_arch.choices
     with pytest.raises(ValueError, match="reward set"):
         make(prune_tolerance=1e-3, reward_rows=0)
+
+
+def test_uniform_students_stay_uniform_after_warm_up() -> None:
+    """After warm-up, the first N - u students are the generator's draws and the last u are uniform draws
+    (the same ones a uniform sampler would make from the same seed); u out of range is refused."""
+    module = make(num_students=5, uniform_students=2, warmup_batches=0, pair_decision="joint")
+    with torch.no_grad():  # a peaked generator: its draws are far from uniform ones
+        for p in module.generator.parameters():
+            p.mul_(0).add_(3.0)
+    students = module.sample_students(7)
+    assert len(students) == 5
+    from autoias_pl.search.reward import phase_generator
+    rng = phase_generator(module.seed, 7, "students")
+    expected = [Architecture.uniform_random(module.space, rng) for _ in range(2)]
+    assert [a.choices for a in students[3:]] == [a.choices for a in expected]
+    generated = module.generator.sample(3, rng).architectures
+    assert [a.choices for a in students[:3]] == [a.choices for a in generated]
+    with pytest.raises(ValueError, match="uniform_students"):
+        make(num_students=3, uniform_students=4)

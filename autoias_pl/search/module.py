@@ -112,6 +112,7 @@ class AutoIASSearch(LightningModule):
         refine_sweeps: int = 0,
         function_blocks: bool = True,
         prune_tolerance: float = 0.0,
+        uniform_students: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["supernet_optimizer", "generator_optimizer"])
@@ -140,6 +141,9 @@ class AutoIASSearch(LightningModule):
         if prune_tolerance < 0 or prune_tolerance and reward_rows == 0:
             raise ValueError("prune_tolerance must be >= 0 and needs the fixed reward set (reward_rows > 0)")
         self.prune_tolerance = prune_tolerance
+        if not 0 <= uniform_students <= num_students:
+            raise ValueError(f"uniform_students must be in [0, num_students={num_students}], got {uniform_students}")
+        self.uniform_students = uniform_students
         self.shaper = RewardShaper(baseline, alpha_tau, reward_scaling)
         self.register_buffer("batch_count", torch.zeros((), dtype=torch.long))
         if teacher_functions not in ("concat", "uniform"):
@@ -228,12 +232,18 @@ class AutoIASSearch(LightningModule):
                        "train/student_hard_loss": hard_sum / n})
 
     def sample_students(self, step: int) -> list[Architecture]:
-        """The N students of batch `step`: uniform in warm-up or with sampler="uniform", else the generator's."""
+        """The N students of batch `step`: uniform in warm-up or with sampler="uniform", else the generator's,
+        of which `uniform_students` stay uniform draws: the supernet keeps training every function's path
+        after the generator has concentrated (otherwise a path the early generator dropped, as product before
+        the crosses are learnt, is never trained again and the generator cannot come back to it)."""
         rng = phase_generator(self.seed, step, "students")
         if self.sampler == "uniform" or step < self.warmup_batches:
             return [Architecture.uniform_random(self.space, rng) for _ in range(self.num_students)]
+        uniform = [Architecture.uniform_random(self.space, rng) for _ in range(self.uniform_students)]
+        if self.uniform_students == self.num_students:
+            return uniform
         with torch.no_grad():
-            return self.generator.sample(self.num_students, rng).architectures
+            return self.generator.sample(self.num_students - self.uniform_students, rng).architectures + uniform
 
     def objective(self, archs: list[Architecture], auc: Tensor) -> Tensor:
         """The search objective (M,) float64: AUC minus the optional cost term and size-budget excess."""
