@@ -41,7 +41,7 @@ def test_demo_runs_are_cli_runs(demo_run: Path) -> None:
     """Each model's folder holds what `autoias fit` + `autoias test` write."""
     assert (demo_run / "search" / "best_architecture.json").is_file()
     for name in ("autoias", *demo.BASELINE_NAMES):
-        run = demo_run / name
+        run = demo_run / demo.folder(name)
         assert (run / "config.yaml").is_file() and (run / "config_test.yaml").is_file()
         assert (run / "checkpoints" / "best.ckpt").is_file()
         assert json.loads((run / "test_metrics.json").read_text())["architecture"]
