@@ -182,6 +182,16 @@ def test_prune_vectors_drops_exactly_what_is_worth_less_than_the_tolerance() -> 
     kept = prune_vectors(everything, score, tolerance=1e-6)
     assert [i for i, s in enumerate(kept.selected) if s] == [0, 1, 3, 5, 7, 9, 11]
     assert prune_vectors(everything, score, tolerance=0.0).choices == everything.choices
+    # a left-out field that gains is added first (and a harmful or worthless one is not)
+    c_sel = COMPONENTS.index("select")
+    choices = [list(c) for c in everything.choices]
+    for f in (3, 1, 4):  # worth 0.01, 1e-5, 0
+        choices[c_sel][f] = 0
+    without = Architecture(SPACE, tuple(tuple(c) for c in choices))
+    got = prune_vectors(without, score, tolerance=1e-3)
+    assert [i for i, s in enumerate(got.selected) if s] == [0, 3, 7, 11]
+    assert got.provenance["added_fields"] == 2  # fields 3 and 1 gain on their own; 1 is then pruned
+    assert got.provenance["pruned_to"] > got.provenance["pruned_from"]
 
 
 def test_search_validates_the_pruned_architecture(tmp_path: Path, data) -> None:  # noqa: F811

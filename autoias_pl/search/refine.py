@@ -8,9 +8,10 @@ rows, so their difference is far less noisy than two independent rewards (the RE
 M architectures that differ everywhere). A change is kept only if it gains more than `min_gain`.
 Cost: sweeps x P x |functions| forward passes over the reward rows.
 
-`prune_vectors` then drops what the supernet says is worth nothing: backward elimination of selected
-vectors (fields and pairs) whose removal costs at most `tolerance` of the objective, measured on the same
-rows against the starting architecture (so the losses cannot add up beyond it). Without a cost term the
+`prune_vectors` then drops what the supernet says is worth nothing: it first adds the unselected fields
+that gain on their own (a pair may be carrying a left-out field's first-order signal), then does backward
+elimination of selected vectors (fields and pairs) whose removal costs at most `tolerance` of the
+objective, measured on the same rows against that architecture (so the losses cannot add up beyond it). Without a cost term the
 reward is indifferent to a pair with no effect, so the generator leaves such pairs on; pruning gives the
 smallest architecture that scores within `tolerance` of the one found. Cost: about 2 x |selected| passes.
 """
@@ -56,13 +57,31 @@ def with_vector(arch: Architecture, vector: int, on: bool) -> Architecture:
 
 def prune_vectors(arch: Architecture, score: Scorer, tolerance: float) -> Architecture:
     """The smallest architecture found by backward elimination whose objective stays within `tolerance` of
-    `arch`'s (see the module docstring). Single removals are scored once (|selected| passes) and tried in
-    order of least loss, each kept if the pruned architecture still scores >= start - tolerance. Returns it
-    with provenance {"pruned_from", "pruned_to": objectives, "pruned": vectors removed}."""
+    `arch`'s, after adding the left-out fields that gain (see the module docstring). Single removals are
+    scored once (|selected| passes) and tried in order of least loss, each kept if the pruned architecture
+    still scores >= start - tolerance. Returns it with provenance {"pruned_from", "pruned_to": objectives
+    of `arch` and of the result, "pruned": vectors removed, "added_fields": fields added}."""
     start = float(score([arch])[0])
+    if tolerance <= 0:
+        return Architecture(arch.space, arch.choices, {"pruned_from": start, "pruned_to": start, "pruned": 0,
+                                                       "added_fields": 0})
+    # first the fields the architecture leaves out but that gain on their own (a pair that carries a field's
+    # first-order signal for it is then redundant and can go)
+    n, added, begin = arch.space.num_fields, 0, start
+    missing = [v for v in range(n) if not arch.selected[v]]
+    if missing:
+        gains = score([with_vector(arch, v, True) for v in missing]) - start  # (|missing|,)
+        for i in torch.argsort(gains, descending=True, stable=True).tolist():
+            if float(gains[i]) <= 0:
+                break
+            trial = with_vector(arch, missing[i], True)
+            got = float(score([trial])[0])
+            if got > start:
+                arch, start, added = trial, got, added + 1
     selected = [v for v, s in enumerate(arch.selected) if s]
-    if tolerance <= 0 or not selected:
-        return Architecture(arch.space, arch.choices, {"pruned_from": start, "pruned_to": start, "pruned": 0})
+    if not selected:
+        return Architecture(arch.space, arch.choices, {"pruned_from": begin, "pruned_to": start, "pruned": 0,
+                                                       "added_fields": added})
     single = score([with_vector(arch, v, False) for v in selected])  # (|S|,)
     order = [selected[i] for i in torch.argsort(single, descending=True, stable=True).tolist()]
     current, value, pruned = arch, start, 0
@@ -73,7 +92,8 @@ def prune_vectors(arch: Architecture, score: Scorer, tolerance: float) -> Archit
         got = float(score([trial])[0])
         if got >= start - tolerance:
             current, value, pruned = trial, got, pruned + 1
-    return Architecture(arch.space, current.choices, {"pruned_from": start, "pruned_to": value, "pruned": pruned})
+    return Architecture(arch.space, current.choices, {"pruned_from": begin, "pruned_to": value, "pruned": pruned,
+                                                      "added_fields": added})
 
 
 def scorer(supernet: Supernet, features: Tensor, labels: Tensor, objective: Objective) -> Scorer:
