@@ -45,7 +45,7 @@ MARKER = ".autoias-demo"  # marks a folder the demo owns (and may wipe on the ne
 # learnable by the supernet on a CPU.
 VOCAB_RANGE = (50, 500)
 PAIR_RANK = 1
-WARMUP_EPOCHS = 4  # configs/search/cpu.yaml: uniform students until the supernet has learnt every function
+WARMUP_EPOCHS = 8  # configs/search/cpu.yaml: uniform students until the supernet has learnt every function
 
 
 @dataclass
