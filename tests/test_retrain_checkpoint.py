@@ -33,7 +33,7 @@ def search_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     autoias("fit", ["data/synthetic.yaml", "search/cpu.yaml", "trainer/cpu.yaml"],
             f"--data.data_dir={synth_dir}", "--data.batch_size=1024", "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=4", "--model.init_args.warmup_batches=2",
-            "--model.init_args.num_students=2", "--model.init_args.reward_rows=1024", out=out, version="s")
+            "--model.init_args.num_students=2", "--model.init_args.uniform_students=1", "--model.init_args.reward_rows=1024", out=out, version="s")
     return out / "s"
 
 

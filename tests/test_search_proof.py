@@ -12,8 +12,8 @@ pruning) must
 (b) select every planted pair in best_architecture.json, with precision >= 0.5 (still missed: 3 of 22 and 3
     of 15 pairs for seeds 0 and 1, the test xfails on that part alone and names the figure);
 (c) give a greedy architecture whose val/auc beats the first one after the warm-up.
-That run takes 5-8 minutes on 2 cores (CI runs it); a quick check on the product-only space (small
-vocabularies, 4 epochs) runs beside it. By hand:
+That run takes 5-8 minutes on 2 cores (CI runs it); the earlier check on the product-only space (small
+vocabularies, 4 epochs) runs with AUTOIAS_PRODUCT_PROOF=1. By hand:
     python -m tests.test_search_proof --rows 100000 --epochs 11 --worth            # the whole-space run
     python -m tests.test_search_proof --rows 60000 --epochs 4 --preset product --functions product --vocab-range 10 30
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -274,6 +275,9 @@ def test_search_finds_planted_pairs_in_the_whole_space(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("two_threads")
+@pytest.mark.skipif(os.environ.get("AUTOIAS_PRODUCT_PROOF") != "1",
+                    reason="the earlier product-only check (~1.5 min); the whole-space test supersedes it in CI: "
+                           "AUTOIAS_PRODUCT_PROOF=1 runs it")
 def test_search_finds_planted_pairs_in_the_product_space(tmp_path: Path) -> None:
     """The quick check every CI run makes: product-only space, vocabularies of 10..30 ids (where the
     crosses are cheap to learn, and worth less to a DNN than in the whole-space test's data)."""
