@@ -124,6 +124,16 @@ def read_preds(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return t["row"].to_numpy(), t["prob"].to_numpy()
 
 
+TRAINING_CODE = ("autoias_pl.search", "autoias_pl.retrain", "autoias_pl.ctr_model", "autoias_pl.supernet")
+
+
+def no_training_code(extra: tuple[str, ...] = ()) -> str:
+    """Source lines for a fresh interpreter: fail if Lightning or any of TRAINING_CODE (+ `extra`) was imported."""
+    prefixes = TRAINING_CODE + extra
+    return ("bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'lightning_fabric')"
+            f" or m.startswith({prefixes!r})]\nassert not bad, bad\n")
+
+
 @pytest.mark.parametrize("name", ["deepfm", "lr", "random", "ref:dcnv2"])
 def test_raw_scores_equal_the_checkpoint_on_prepared_rows(name: str, ckpts: dict[str, Path], data: Path,
                                                           raw: Path, tmp_path: Path) -> None:
@@ -172,9 +182,7 @@ def test_scoring_imports_neither_lightning_nor_the_search(bundle: Path, raw: Pat
         f"{str(raw / 'test.txt')!r}, '--output', {str(tmp_path / 'p.parquet')!r}]) == 0\n"
         "import torch\np = torch.export.load(" + repr(str(bundle / PROGRAM_FILE)) + ").module()\n"
         "assert p(torch.zeros(3, 39, dtype=torch.long)).shape == (3,)\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'lightning_fabric')"
-        " or m.startswith(('autoias_pl.search', 'autoias_pl.retrain', 'autoias_pl.ctr_model', 'autoias_pl.supernet'))]\n"
-        "assert not bad, bad\n"
+        + no_training_code()
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]

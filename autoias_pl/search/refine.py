@@ -83,12 +83,11 @@ def prune_vectors(arch: Architecture, score: Scorer, tolerance: float) -> Archit
         return Architecture(arch.space, arch.choices, {"pruned_from": begin, "pruned_to": start, "pruned": 0,
                                                        "added_fields": added})
     single = score([with_vector(arch, v, False) for v in selected])  # (|S|,)
-    order = [selected[i] for i in torch.argsort(single, descending=True, stable=True).tolist()]
     current, value, pruned = arch, start, 0
-    for v in order:
-        if float(single[selected.index(v)]) < start - tolerance:
+    for i in torch.argsort(single, descending=True, stable=True).tolist():
+        if float(single[i]) < start - tolerance:
             break  # sorted: every later single removal costs more than the tolerance on its own
-        trial = with_vector(current, v, False)
+        trial = with_vector(current, selected[i], False)
         got = float(score([trial])[0])
         if got >= start - tolerance:
             current, value, pruned = trial, got, pruned + 1
