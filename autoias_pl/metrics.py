@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric, MetricCollection
@@ -29,10 +31,14 @@ class BinaryLogLoss(Metric):
 
 
 class _AUROCFromLogits(BinaryAUROC):
-    """BinaryAUROC that takes logits (the sigmoid is monotone, so AUC is the same on probabilities)."""
+    """BinaryAUROC that takes logits. AUC depends on the order of the scores only, so any strictly increasing
+    map into [0, 1] gives it; float32 sigmoid would not (it rounds every logit above ~16.7 to 1.0 and ties
+    confident rows), so the scores are 1/2 + atan(logit)/pi in float64, distinct for distinct float32 logits
+    up to ~1e7 (float32 on MPS, which has no float64: there up to ~4e3)."""
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:  # type: ignore[override]
-        super().update(torch.sigmoid(logits.float()), labels.long())
+        x = logits.float() if logits.device.type == "mps" else logits.double()  # MPS has no float64
+        super().update(0.5 + torch.atan(x) / math.pi, labels.long())
 
 
 def ctr_metrics(prefix: str) -> MetricCollection:

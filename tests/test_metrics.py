@@ -76,9 +76,6 @@ def test_ctr_metrics_on_continuous_logits_and_int_labels() -> None:
     assert float(out["logloss"]) == pytest.approx(log_loss(logits, labels), rel=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG autoias_pl/metrics.py _AUROCFromLogits: AUC is taken on float32 "
-                   "sigmoid(logits), which rounds every logit above ~16.7 to 1.0, so confident logits tie (and "
-                   "adjacent float32 logits near 1 too); the docstring's 'same AUC on probabilities' does not hold")
 def test_ctr_metrics_auc_is_rank_exact_for_confident_logits() -> None:
     logits = torch.tensor([17.0, 18.0, 19.0, 20.0, -1.0, 0.0])
     labels = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
