@@ -1,19 +1,25 @@
-"""The generator against uniform random search at equal budget (paper 4.4.3), on planted synthetic data.
+"""The generator against uniform random search at equal budget (paper 4.4.3), on planted synthetic data,
+with the whole-space recipe of `configs/search/cpu.yaml` (the one `make demo` runs).
 
-Both runs train the same supernet recipe for the same batches, score the same number of architectures per
-batch (M, on the same fixed reward rows) and are validated at the same points. The generator's candidate is
-its greedy architecture; random search's is the best architecture it has scored. Prints one JSON object and
-writes `<out>/search_vs_random.md` (table: best val AUC and the test AUC of that architecture with inherited
-supernet weights, mean +- std over seeds) and `<out>/search_vs_random.png` (best-so-far val AUC vs
-architectures scored).
+Per seed, the uniform warm-up of the recipe (uniform students, no generator step: the same for both
+methods) is trained once and checkpointed; both methods then resume from it for the same remaining epochs:
+the same supernet steps, the same number of architectures scored per batch (M, on the same fixed reward
+rows), validated at the same points. The generator's candidate is its greedy architecture (5 of its 9
+students are the generator's); random search's is the best architecture it has scored (all 9 students
+uniform). Both candidates are pruned the same way (`prune_tolerance`). Prints one JSON object and writes
+`<out>/search_vs_random.md` (table: best val AUC, the test AUC of that architecture with inherited supernet
+weights and, with --retrain, retrained from scratch as the demo retrains; mean +- std over seeds) and
+`<out>/search_vs_random.png` (best-so-far val AUC vs architectures scored).
 
-    python benchmarks/search_vs_random.py --rows 100000 --epochs 5 --seeds 0 1 2 --out docs/figures
+    python benchmarks/search_vs_random.py --seeds 0 1 2 --retrain --out docs/figures
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -22,17 +28,33 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autoias_pl.ablations import RECIPE, SPACE  # noqa: E402  (the recipe lives in one place)
 from autoias_pl.auc import auc  # noqa: E402
 from autoias_pl.data.schema import Schema  # noqa: E402
 from autoias_pl.data.stream import read_rows  # noqa: E402
 from autoias_pl.data.synth import synthesize  # noqa: E402
+from autoias_pl.io import atomic_write_text  # noqa: E402
 from autoias_pl.search import AutoIASSearch  # noqa: E402
 from tests.ddp_worker import MemoryDataModule  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "search" / "cpu.yaml"
+METHODS = (("generator", "generator (REINFORCE)", "C0"), ("uniform", "random search", "C1"))
+
+
+def recipe(config: Path = CONFIG) -> tuple[dict[str, Any], float, int, int]:
+    """(AutoIASSearch kwargs of the config without optimizers and seed, supernet Adam lr, batch size,
+    max_epochs) of a search config."""
+    cfg = yaml.safe_load(config.read_text())
+    kwargs = dict(cfg["model"]["init_args"])
+    opt = kwargs.pop("supernet_optimizer")
+    if opt["class_path"] != "torch.optim.Adam" or kwargs.pop("generator_optimizer")["class_path"] != "torch.optim.Adam":
+        raise ValueError(f"{config}: the benchmark rebuilds Adam optimizers only")
+    kwargs.pop("seed", None)
+    return kwargs, float(opt["init_args"]["lr"]), int(cfg["data"]["batch_size"]), int(cfg["trainer"]["max_epochs"])
 
 
 class Curve(Callback):
@@ -46,27 +68,73 @@ class Curve(Callback):
             self.points.append((module.archs_scored, float(trainer.callback_metrics["val/auc"])))
 
 
-def run(data: Path, sampler: str, seed: int, epochs: int, batch_size: int, checks: int) -> dict[str, Any]:
+def trainer_for(root: Path, epochs: int, **kw: Any) -> Trainer:
+    return Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                   default_root_dir=str(root), **kw)
+
+
+def run_seed(data: Path, seed: int, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+    """The shared warm-up of `seed`, then both methods from its checkpoint; one result per method."""
+    kwargs, lr, batch_size, epochs = recipe(args.config)
     schema = Schema.load(data)
     train, val = read_rows(data, "train", schema.rows["train"]), read_rows(data, "val", schema.rows["val"])
     test = read_rows(data, "test", schema.rows["test"])
     batches = train.labels.numel() // batch_size
-    module = AutoIASSearch(schema.field_names, schema.vocab_sizes, schema.hash, seed=seed, sampler=sampler,
-                           warmup_batches=batches, supernet_optimizer=partial(torch.optim.Adam, lr=1e-2),
-                           **SPACE, **RECIPE)
-    curve = Curve()
-    dm = MemoryDataModule(train, val, batch_size, seed, reward_stream=False, eval_batch_size=8192)
-    trainer = Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                      val_check_interval=max(1, batches // checks), callbacks=[curve],
-                      default_root_dir=f"/tmp/search_vs_random/{sampler}-{seed}-{time.time_ns()}")
-    trainer.fit(module, datamodule=dm)
-    best = module.best_architecture
-    with torch.no_grad():
-        test_auc = auc(module.supernet(test.features, best).numpy(), test.labels.numpy())
-    return {"sampler": sampler, "seed": seed, "best_val_auc": best.provenance["val_auc"], "test_auc": test_auc,
-            "archs_scored": module.archs_scored, "curve": curve.points,
-            "selected_pairs": best.summary()["selected_pairs"]}
+    warm_epochs = kwargs["warmup_batches"] // batches
+    if warm_epochs * batches != kwargs["warmup_batches"]:
+        raise ValueError(f"{args.config}: warmup_batches {kwargs['warmup_batches']} is not a whole number of "
+                         f"epochs of {batches} batches on {data}")
+
+    def module(sampler: str) -> AutoIASSearch:
+        return AutoIASSearch(schema.field_names, schema.vocab_sizes, schema.hash, seed=seed,
+                             supernet_optimizer=partial(torch.optim.Adam, lr=lr), **(kwargs | {"sampler": sampler}))
+
+    def datamodule() -> MemoryDataModule:
+        return MemoryDataModule(train, val, batch_size, seed, reward_stream=False, eval_batch_size=8192)
+
+    root = out / "runs" / f"seed{seed}"
+    warm = root / "warmup.ckpt"
+    start = time.perf_counter()
+    if not warm.is_file():  # validation is skipped: the untrained generator's architecture is of no interest
+        trainer = trainer_for(root / "warmup", warm_epochs, limit_val_batches=0)
+        trainer.fit(module("generator"), datamodule=datamodule())
+        trainer.save_checkpoint(str(warm) + ".tmp")
+        os.replace(str(warm) + ".tmp", warm)
+    warm_seconds = time.perf_counter() - start
+    results = []
+    for sampler, _, _ in METHODS:
+        start = time.perf_counter()
+        m, curve = module(sampler), Curve()
+        trainer = trainer_for(root / sampler, epochs, val_check_interval=max(1, batches // args.checks),
+                              callbacks=[curve])
+        trainer.fit(m, datamodule=datamodule(), ckpt_path=str(warm))
+        best = m.best_architecture
+        (root / f"{sampler}.json").write_text(json.dumps(best.to_json_dict(), indent=1))
+        trainer.save_checkpoint(str(root / f"{sampler}-final.ckpt"))  # for offline study of the trained supernet
+        with torch.no_grad():
+            test_auc = auc(m.supernet(test.features, best).numpy(), test.labels.numpy())
+        planted = {"x".join(q) for q in schema.extra["synthetic"]["planted_pairs"]}
+        pairs = best.summary()["selected_pairs"]
+        r = {"sampler": sampler, "seed": seed, "best_val_auc": best.provenance["val_auc"], "test_auc": test_auc,
+             "archs_scored": m.archs_scored, "curve": curve.points, "selected_pairs": pairs,
+             "planted_selected": len(planted & set(pairs)), "params": best.num_params(schema.vocab_sizes),
+             "seconds": round(time.perf_counter() - start + warm_seconds / len(METHODS), 1)}
+        if args.retrain:
+            r |= retrain(data, root / f"{sampler}.json", root / f"retrain-{sampler}", seed)
+        print(json.dumps({k: v for k, v in r.items() if k != "curve"}), file=sys.stderr, flush=True)
+        results.append(r)
+    return results
+
+
+def retrain(data: Path, arch: Path, out: Path, seed: int) -> dict[str, Any]:
+    """Retrain `arch` from scratch and test it, as `make demo` retrains its searched architecture."""
+    from autoias_pl.demo import retrain as demo_retrain
+
+    args = argparse.Namespace(seed=seed, lr=0.01, max_epochs=10, no_progress_bar=True)
+    with contextlib.redirect_stdout(sys.stderr):  # the CLI's echo and tables: stdout stays one JSON object
+        res = demo_retrain(args, data, out, "autoias", str(arch))
+    return {"retrained_test_auc": res.test_auc, "retrained_test_logloss": res.test_logloss}
 
 
 def mean_std(values: list[float]) -> str:
@@ -80,15 +148,21 @@ def report(runs: list[dict[str, Any]], out: Path, planted: list[str]) -> dict[st
     matplotlib.use("Agg")  # a script: its own backend
     import matplotlib.pyplot as plt
 
-    rows, summary = ["| method | best val AUC | test AUC (inherited weights) | planted pairs selected / pairs selected |",
-                     "|---|---|---|---|"], {}
+    retrained = all("retrained_test_auc" in r for r in runs)
+    head = "| method | best val AUC | test AUC (inherited weights) |" + (" test AUC (retrained) |" if retrained else "")
+    rows, summary = [head + " planted selected / pairs selected, per seed | params |",
+                     "|---" * (5 + retrained) + "|"], {}
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for sampler, label, color in (("generator", "generator (REINFORCE)", "C0"), ("uniform", "random search", "C1")):
+    for sampler, label, color in METHODS:
         mine = [r for r in runs if r["sampler"] == sampler]
-        found = [f"{len(set(r['selected_pairs']) & set(planted))}/{len(r['selected_pairs'])}" for r in mine]
-        rows.append(f"| {label} | {mean_std([r['best_val_auc'] for r in mine])} | "
-                    f"{mean_std([r['test_auc'] for r in mine])} | {', '.join(found)} (of {len(planted)} planted) |")
-        summary[sampler] = {"best_val_auc": [r["best_val_auc"] for r in mine], "test_auc": [r["test_auc"] for r in mine]}
+        found = [f"{r['planted_selected']}/{len(r['selected_pairs'])}" for r in mine]
+        cells = [mean_std([r["best_val_auc"] for r in mine]), mean_std([r["test_auc"] for r in mine])]
+        if retrained:
+            cells.append(mean_std([r["retrained_test_auc"] for r in mine]))
+        cells += [f"{', '.join(found)} (of {len(planted)} planted)", ", ".join(str(r["params"]) for r in mine)]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+        summary[sampler] = {k: [r[k] for r in mine] for k in ("best_val_auc", "test_auc", "retrained_test_auc")
+                            if retrained or k != "retrained_test_auc"}
         for k, r in enumerate(mine):
             xs = [x for x, _ in r["curve"]]
             ys = [max(y for _, y in r["curve"][: i + 1]) for i in range(len(xs))]
@@ -98,7 +172,7 @@ def report(runs: list[dict[str, Any]], out: Path, planted: list[str]) -> dict[st
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "search_vs_random.png", dpi=120)
-    (out / "search_vs_random.md").write_text("\n".join(rows) + "\n")
+    atomic_write_text(out / "search_vs_random.md", "\n".join(rows) + "\n")
     return summary
 
 
@@ -106,12 +180,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--vocab", type=int, nargs=2, default=(50, 500))
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--checks", type=int, default=2, help="validations per epoch")
+    p.add_argument("--config", type=Path, default=CONFIG, help="the search recipe (model/data/trainer of a config)")
+    p.add_argument("--checks", type=int, default=4, help="validations per epoch after the warm-up")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path("runs/search_vs_random"))
+    p.add_argument("--retrain", action="store_true", help="also retrain each best architecture and test it")
+    p.add_argument("--work", type=Path, default=Path("runs/search_vs_random"), help="runs and checkpoints")
+    p.add_argument("--out", type=Path, default=Path("runs/search_vs_random"), help="table and figure")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -119,9 +194,8 @@ def main() -> None:
     if not data.exists():
         synthesize(data, args.rows, fields=10, planted_pairs=3, seed=0, rank=1, vocab_range=tuple(args.vocab))
     planted = ["x".join(q) for q in Schema.load(data).extra["synthetic"]["planted_pairs"]]
-    runs = [run(data, s, seed, args.epochs, args.batch_size, args.checks)
-            for seed in args.seeds for s in ("generator", "uniform")]
-    print(json.dumps({"rows": args.rows, "vocab": args.vocab, "epochs": args.epochs, "planted": planted,
+    runs = [r for seed in args.seeds for r in run_seed(data, seed, args, args.work)]
+    print(json.dumps({"rows": args.rows, "vocab": args.vocab, "config": str(args.config), "planted": planted,
                       "summary": report(runs, args.out, planted), "runs": runs}))
 
 
