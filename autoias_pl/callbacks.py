@@ -1,4 +1,5 @@
-"""Callbacks of the CLI: the parquet prediction writer and the per-stage config saver."""
+"""Callbacks of the CLI: the parquet prediction writer, the per-stage config saver and the early stopping
+that waits for a search's warm-up."""
 
 from __future__ import annotations
 
@@ -9,10 +10,20 @@ from typing import Any
 import pyarrow as pa
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping
 from lightning.pytorch.cli import SaveConfigCallback
 
 from autoias_pl.io import atomic_write_parquet, run_dir
+
+
+class WarmupAwareEarlyStopping(EarlyStopping):
+    """EarlyStopping that ignores the validations a module makes while its `in_warmup` is true (the search's
+    uniform warm-up: its candidate is the untrained generator's architecture). Patience counts validations
+    after the warm-up only, so a high val/score early in the warm-up cannot end the run before the generator
+    has learnt; the best architecture is still kept from every validation. Other modules: EarlyStopping."""
+
+    def _should_skip_check(self, trainer: Trainer) -> bool:
+        return super()._should_skip_check(trainer) or bool(getattr(trainer.lightning_module, "in_warmup", False))
 
 
 class ParquetPredictionWriter(BasePredictionWriter):

@@ -8,7 +8,8 @@
 The model is chosen by `model.class_path` (`autoias_pl.search.AutoIASSearch` or
 `autoias_pl.retrain.AutoIASRetrain`); its `field_names`, `vocab_sizes` and `schema_hash` come from the
 data (`CTRDataModule`), never typed twice. Every run logs to TensorBoard, saves its resolved config,
-checkpoints `last.ckpt` and `best.ckpt` (on val/auc), stops early on val/auc and is seeded.
+checkpoints `last.ckpt` and `best.ckpt` (on val/auc), stops early on val/auc (a search: counting
+validations after its warm-up only, `WarmupAwareEarlyStopping`) and is seeded.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import (
-    EarlyStopping,
     LearningRateMonitor,
     ModelCheckpoint,
     ProgressBar,
@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from autoias_pl.callbacks import ParquetPredictionWriter, StageConfigCallback
+from autoias_pl.callbacks import ParquetPredictionWriter, StageConfigCallback, WarmupAwareEarlyStopping
 from autoias_pl.data.datamodule import CTRDataModule
 from autoias_pl.data.schema import SchemaError
 from autoias_pl.space import ArchitectureError
@@ -54,7 +54,7 @@ class AutoIASCLI(LightningCLI):
             "checkpoint.save_last": True,
             "checkpoint.save_top_k": 1,
         })
-        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.add_lightning_class_args(WarmupAwareEarlyStopping, "early_stopping")
         parser.set_defaults({
             "early_stopping.monitor": "val/auc",
             "early_stopping.mode": "max",

@@ -221,3 +221,13 @@ def test_uniform_students_stay_uniform_after_warm_up() -> None:
     assert [a.choices for a in students[:3]] == [a.choices for a in generated]
     with pytest.raises(ValueError, match="uniform_students"):
         make(num_students=3, uniform_students=4)
+
+
+def test_in_warmup_until_the_first_batch_after_it() -> None:
+    """The CLI's early stopping skips validations while `in_warmup` (autoias_pl/callbacks.py): a validation
+    right at the end of the warm-up still scores the untrained generator's architecture."""
+    module = make(warmup_batches=4)
+    for count, warm in ((0, True), (4, True), (5, False)):
+        module.batch_count.fill_(count)
+        assert module.in_warmup is warm
+    assert make(warmup_batches=0).in_warmup is False

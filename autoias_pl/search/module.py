@@ -316,6 +316,12 @@ class AutoIASSearch(LightningModule):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    @property
+    def in_warmup(self) -> bool:
+        """True until the first batch after the uniform warm-up (no architecture has been learnt or scored
+        yet); the CLI's early stopping skips such validations (autoias_pl/callbacks.py)."""
+        return int(self.batch_count) <= self.warmup_batches and self.warmup_batches > 0
+
     # ----- validation: the generator's greedy architecture on the whole validation split -----
     def candidate(self) -> Architecture:
         """The architecture validation scores: the generator's greedy one, or with sampler="uniform" the
