@@ -15,7 +15,8 @@ pruning) must
     the same one with the planted pairs only by 0.006 AUC and with random other pairs by 0.006-0.023
     (docs/search.md, "Precision of best_architecture.json");
 (c) give a greedy architecture whose val/auc beats the first one after the warm-up.
-That run takes 5-8 minutes on 2 cores (CI runs it); the earlier check on the product-only space (small
+CI runs it (9 min on 2 cores) with half of cpu.yaml's reward architectures and reward rows (`CI_SIZE`: M 8 on
+4096 rows; ranking 0.889, 0.976, 0.984 there, mean 0.950); the earlier check on the product-only space (small
 vocabularies, 4 epochs) runs with AUTOIAS_PRODUCT_PROOF=1. By hand:
     python -m tests.test_search_proof --rows 100000 --epochs 11 --worth            # the whole-space run
     python -m tests.test_search_proof --rows 60000 --epochs 4 --preset product --functions product --vocab-range 10 30
@@ -74,6 +75,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 LAST_EPOCHS = 3
 ROWS, EPOCHS = 100_000, 11  # the CI-sized run: 8 warm-up epochs, then 3 with the generator
+# ... where the generator phase scores half of cpu.yaml's architectures on half its reward rows (M x R is
+# most of a search's time: 16 x 8192 took the test to 12 min on 2 cores)
+CI_SIZE = {"num_reward_archs": 8, "reward_rows": 4096}
 
 
 def make_data(out: Path, rows: int, vocab_range: tuple[int, int] = VOCAB_RANGE) -> Schema:
@@ -266,7 +270,7 @@ def test_search_finds_planted_pairs_in_the_whole_space(tmp_path: Path) -> None:
     schema, train, val = load(data)
     without, with_pairs = pair_worth(schema, train, val)
     assert with_pairs - without >= 0.01, f"planted pairs worth only {with_pairs - without:.4f} AUC to a DNN"
-    r = run_search(data, tmp_path / "run", "robust", epochs=EPOCHS, batch_size=512)
+    r = run_search(data, tmp_path / "run", "robust", epochs=EPOCHS, batch_size=512, **CI_SIZE)
     assert r["ranking_auc_last"] >= 0.9, r
     assert r["planted_functions_last"] == ["product"] * 3, r
     assert r["val_auc_best"] > r["val_auc_after_warmup"], r  # the search itself improves the architecture

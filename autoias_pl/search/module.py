@@ -19,7 +19,8 @@ Every rank draws the same architectures (torch.Generators seeded from (seed, bat
 counter is a buffer, so it is checkpointed) and sees the same reward (scores and labels are all-gathered
 before the AUC). Each validation scores the candidate (the generator's greedy architecture; random search's
 best scored one), optionally refined by `refine_sweeps` of coordinate ascent over the pairs and pruned of
-the vectors worth at most `prune_tolerance` of the objective (search/refine.py), on the whole validation
+the vectors worth at most `prune_tolerance` of the objective (search/refine.py; not during the warm-up,
+whose candidate is the untrained generator's), on the whole validation
 split with inherited weights (`val/auc`, `val/logloss`, `val/params`, and
 `val/score` = the objective on val/auc, equal to val/auc without cost term or budget); the best by val/score
 is kept and written by `search/callbacks.py` to `<log_dir>/best_architecture.json`. EarlyStopping on
@@ -332,7 +333,8 @@ class AutoIASSearch(LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         arch = self.candidate()
-        if self._reward_set is not None and not self.trainer.sanity_checking:
+        # during the warm-up the candidate is the untrained generator's: nothing to refine or prune yet
+        if self._reward_set is not None and not self.trainer.sanity_checking and not self.in_warmup:
             rows = self._reward_set
 
             def score(archs: list[Architecture]) -> Tensor:
