@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -37,7 +36,7 @@ from autoias_pl.auc import auc  # noqa: E402
 from autoias_pl.data.schema import Schema  # noqa: E402
 from autoias_pl.data.stream import read_rows  # noqa: E402
 from autoias_pl.data.synth import synthesize  # noqa: E402
-from autoias_pl.io import atomic_write_text  # noqa: E402
+from autoias_pl.io import atomic_write, atomic_write_text  # noqa: E402
 from autoias_pl.search import AutoIASSearch  # noqa: E402
 from tests.ddp_worker import MemoryDataModule  # noqa: E402
 
@@ -99,9 +98,9 @@ def run_seed(data: Path, seed: int, args: argparse.Namespace, out: Path) -> list
     if not warm.is_file():  # validation is skipped: the untrained generator's architecture is of no interest
         trainer = trainer_for(root / "warmup", warm_epochs, limit_val_batches=0)
         trainer.fit(module("generator"), datamodule=datamodule())
-        trainer.save_checkpoint(str(warm) + ".tmp")
-        os.replace(str(warm) + ".tmp", warm)
+        atomic_write(warm, lambda tmp: trainer.save_checkpoint(str(tmp)))
     warm_seconds = time.perf_counter() - start
+    planted = {"x".join(q) for q in schema.extra["synthetic"]["planted_pairs"]}
     results = []
     for sampler, _, _ in METHODS:
         start = time.perf_counter()
@@ -109,19 +108,17 @@ def run_seed(data: Path, seed: int, args: argparse.Namespace, out: Path) -> list
         trainer = trainer_for(root / sampler, epochs, val_check_interval=max(1, batches // args.checks),
                               callbacks=[curve])
         trainer.fit(m, datamodule=datamodule(), ckpt_path=str(warm))
-        best = m.best_architecture
-        (root / f"{sampler}.json").write_text(json.dumps(best.to_json_dict(), indent=1))
+        best = m.best_architecture  # written by the module to m.best_architecture_path (root/<sampler>/)
         trainer.save_checkpoint(str(root / f"{sampler}-final.ckpt"))  # for offline study of the trained supernet
         with torch.no_grad():
             test_auc = auc(m.supernet(test.features, best).numpy(), test.labels.numpy())
-        planted = {"x".join(q) for q in schema.extra["synthetic"]["planted_pairs"]}
         pairs = best.summary()["selected_pairs"]
         r = {"sampler": sampler, "seed": seed, "best_val_auc": best.provenance["val_auc"], "test_auc": test_auc,
              "archs_scored": m.archs_scored, "curve": curve.points, "selected_pairs": pairs,
              "planted_selected": len(planted & set(pairs)), "params": best.num_params(schema.vocab_sizes),
              "seconds": round(time.perf_counter() - start + warm_seconds / len(METHODS), 1)}
         if args.retrain:
-            r |= retrain(data, root / f"{sampler}.json", root / f"retrain-{sampler}", seed)
+            r |= retrain(data, m.best_architecture_path, root / f"retrain-{sampler}", seed)
         print(json.dumps({k: v for k, v in r.items() if k != "curve"}), file=sys.stderr, flush=True)
         results.append(r)
     return results

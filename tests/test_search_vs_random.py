@@ -59,7 +59,7 @@ def test_both_methods_get_the_same_budget(tmp_path: Path) -> None:
     warm = torch.load(tmp_path / "work" / "runs" / "seed0" / "warmup.ckpt", weights_only=False)
     assert warm["epoch"] == 2 and warm["global_step"] == 2 * batches * 2  # 2 optimizer steps per warm-up batch
     for r in runs:
-        best = json.loads((tmp_path / "work" / "runs" / "seed0" / f"{r['sampler']}.json").read_text())
+        best = json.loads((tmp_path / "work" / "runs" / "seed0" / r["sampler"] / "best_architecture.json").read_text())
         assert best["provenance"]["val_auc"] == r["best_val_auc"]
     bench.report(runs, tmp_path, ["C1xC2"])
     table = (tmp_path / "search_vs_random.md").read_text().splitlines()
