@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_CPU := torch==2.13.0
 
-.PHONY: test demo lint venv bench clean
+.PHONY: test demo demo-check lint venv bench clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,12 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m autoias_pl.demo --out runs/demo
+
+# CI: a fresh demo must print the README's table (every figure but the seconds): the README cannot go stale.
+demo-check: $(STAMP)
+	rm -rf runs/ci-demo
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m autoias_pl.demo --out runs/ci-demo
+	$(BIN)/python benchmarks/sync_readme.py --verify runs/ci-demo/results.md
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. $(BIN)/python $$b; done

@@ -3,6 +3,7 @@
     make demo                                          # writes runs/demo/results.md (minutes)
     python benchmarks/sync_readme.py                   # keeps a copy, rewrites the README block
     python benchmarks/sync_readme.py --check           # exit 1 if the README block is stale
+    python benchmarks/sync_readme.py --verify RUN.md   # exit 1 if a fresh demo's results differ from it
 
 With a results file other than the kept copy (default: runs/demo/results.md), that file is first copied to
 `benchmarks/readme_demo_results.md`; the README block is then made from the kept copy. tests/test_readme.py
@@ -11,11 +12,16 @@ checks that the README block is `readme_block()` of the kept copy, so updating o
 The block is the comparison table, the planted-pair line and the run's sizes with the column notes, as the
 demo wrote them (`autoias_pl/demo.py`); its total wall time, which varies with the machine's load, is left
 out. The prose after the block is written by hand.
+
+`--verify` is what CI runs after a fresh `make demo` (`make demo-check`): the README block must be what the
+code at HEAD prints, every figure but the wall-clock seconds (training s, "searched in N s"), which vary with
+the machine's load and are masked on both sides.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -62,6 +68,14 @@ def readme_block(results_md: str, source: str = "results.md") -> str:
     return f"{p['table']}\n\n{p['pairs']}\n\nDemo of {sizes}. {p['notes']}\n"
 
 
+SECONDS = re.compile(r"(?<=\| )[\d.]+(?= \| [^|]*\|$)|(?<=searched in )\d+(?= s)", re.MULTILINE)
+
+
+def masked(block: str) -> str:
+    """`block` with its wall-clock seconds (the training s column, the search's "searched in N s") as `?`."""
+    return SECONDS.sub("?", block)
+
+
 def current_block(readme: str) -> str:
     """The README's lines between the markers (markers excluded)."""
     if readme.count(BEGIN) != 1 or readme.count(END) != 1 or readme.index(BEGIN) > readme.index(END):
@@ -84,8 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kept", type=Path, default=KEPT, help="the committed copy the README is made from")
     parser.add_argument("--check", action="store_true",
                         help="change nothing; exit 1 if the README block is not the kept copy's")
+    parser.add_argument("--verify", type=Path, metavar="RESULTS_MD",
+                        help="change nothing; exit 1 if this fresh demo's results differ from the README block "
+                             "in anything but the seconds")
     args = parser.parse_args(argv)
     readme = args.readme.read_text()
+    if args.verify:
+        fresh, kept = masked(readme_block(args.verify.read_text(), str(args.verify))), masked(current_block(readme))
+        if fresh != kept:
+            diff = [f"  README: {a}\n  fresh:  {b}" for a, b in zip(kept.splitlines(), fresh.splitlines(), strict=False)
+                    if a != b]
+            print(f"{args.readme}: the demo block is not what the code prints ({args.verify}); run "
+                  f"`python {Path(__file__).name} {args.verify}`:\n" + "\n".join(diff), file=sys.stderr)
+            return 1
+        return 0
     if args.check:
         fresh = splice(readme, readme_block(args.kept.read_text(), str(args.kept)))
         if fresh != readme:

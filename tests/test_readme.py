@@ -103,3 +103,19 @@ def test_sync_reads_what_the_quick_demo_writes(tmp_path_factory: pytest.TempPath
     assert kept.read_text() == (run / "results.md").read_text()
     assert sync.current_block(readme.read_text()) == block
     assert sync.main(["--check", "--readme", str(readme), "--kept", str(kept)]) == 0
+
+
+def test_verify_masks_the_seconds_and_nothing_else(tmp_path: Path) -> None:
+    """CI's `--verify` passes a fresh demo that differs in seconds only, and fails one with another figure."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{sync.BEGIN}\n{sync.readme_block(results_md(RESULTS))}{sync.END}\n")
+    slower = [demo.Result("autoias", 0.81234, 0.4, 1234, 50.5, "searched in 99 s"), *RESULTS[1:]]
+    fresh = tmp_path / "fresh.md"
+    fresh.write_text(results_md(slower))
+    assert sync.masked(sync.readme_block(fresh.read_text())) != sync.readme_block(fresh.read_text())
+    assert sync.main(["--verify", str(fresh), "--readme", str(readme)]) == 0
+    other = [demo.Result("autoias", 0.81244, 0.4, 1234, 5.04, "searched in 9 s"), *RESULTS[1:]]
+    fresh.write_text(results_md(other))
+    assert sync.main(["--verify", str(fresh), "--readme", str(readme)]) == 1
+    fresh.write_text(results_md(RESULTS, pairs="planted pairs found by the search: 0/1 []; selected pairs 0 of 3: []"))
+    assert sync.main(["--verify", str(fresh), "--readme", str(readme)]) == 1
