@@ -63,7 +63,8 @@ def missing_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pa
         argv = [sys.executable, "-m", MODULES[entry], *(a.format(m=cwd / "missing") for a in args)]
         procs[entry] = cwd, subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                              text=True)
-    return {entry: (cwd, proc.wait(), proc.stderr.read()) for entry, (cwd, proc) in procs.items()}  # type: ignore
+    done = {entry: (cwd, proc.communicate()[1]) for entry, (cwd, proc) in procs.items()}  # reads stderr as it comes
+    return {entry: (cwd, procs[entry][1].returncode, err) for entry, (cwd, err) in done.items()}
 
 
 @pytest.mark.parametrize("entry", sorted(MISSING))

@@ -60,15 +60,18 @@ SMALL = {"emb_dims": (2, 4), "proj_dims": (2, 4), "num_layers": 2, "hidden_units
 
 
 def make(**kw: Any) -> AutoIASSearch:
+    """A small search over 5 fields of 16 ids (`SMALL`), 512 reward rows; `kw` overrides."""
     return AutoIASSearch(FIELDS, [16] * 5, **{**SMALL, "reward_rows": 512, **kw})
 
 
 @pytest.fixture(scope="module")
 def data() -> MemoryDataModule:
+    """The `data` fixture: 2048 training and 1024 validation rows of `tiny_data`."""
     return MemoryDataModule(tiny_data(2048, seed=0), tiny_data(1024, seed=1), batch_size=256, eval_batch_size=512)
 
 
 def trainer(tmp_path: Path, epochs: int = 1, **kw: Any) -> Trainer:
+    """A quiet CPU Trainer (no logger, no checkpoints unless `kw` asks) writing under `tmp_path`."""
     kw = {"logger": False, "enable_checkpointing": False, **kw}
     return Trainer(accelerator="cpu", max_epochs=epochs, enable_progress_bar=False, enable_model_summary=False,
                    num_sanity_val_steps=0, default_root_dir=str(tmp_path), **kw)
