@@ -67,9 +67,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from autoias_pl.auc import auc
 from autoias_pl.data.batch import CTRBatch
 from autoias_pl.data.datamodule import CTRDataModule
-from autoias_pl.data.schema import Schema, SchemaError
-from autoias_pl.data.shards import ShardError
+from autoias_pl.data.schema import Schema
 from autoias_pl.data.stream import read_rows
+from autoias_pl.errors import run_main
 from autoias_pl.io import atomic_write, atomic_write_text, read_json
 from autoias_pl.search import AutoIASSearch
 from autoias_pl.space import Architecture, SearchSpace
@@ -575,11 +575,7 @@ def _studies(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    try:
-        return _main(args)
-    except (AblationError, SchemaError, ShardError, FileNotFoundError) as e:
-        print(f"ablations: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return run_main("python -m autoias_pl.ablations", lambda: _main(args), known=(AblationError,))
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:

@@ -30,14 +30,13 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from autoias_pl.callbacks import ParquetPredictionWriter, StageConfigCallback, WarmupAwareEarlyStopping
+from autoias_pl.cli_callbacks import ParquetPredictionWriter, StageConfigCallback, WarmupAwareEarlyStopping
 from autoias_pl.data.datamodule import CTRDataModule
-from autoias_pl.data.schema import SchemaError
-from autoias_pl.space import ArchitectureError
+from autoias_pl.errors import KNOWN_ERRORS, run_main
 
 DEFAULT_SEED = 0
 LINKED = ("field_names", "vocab_sizes", "schema_hash")
-USER_ERRORS = (ArchitectureError, SchemaError, FileNotFoundError)  # reported as one line by `autoias`
+USER_ERRORS = KNOWN_ERRORS  # reported as one line by `autoias` (autoias_pl/errors.py)
 
 
 class AutoIASCLI(LightningCLI):
@@ -152,12 +151,9 @@ def _cli(args: list[str] | None) -> AutoIASCLI:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point `autoias`: a bad architecture or dataset is one line on stderr and exit code 2."""
-    try:
-        run(args)
-    except USER_ERRORS as e:
-        print(f"autoias: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """Console entry point `autoias`: a known error (a bad architecture or dataset, a missing file) is one line
+    on stderr and exit code 2 (autoias_pl/errors.py); a bad option is jsonargparse's usage error."""
+    run_main("autoias", lambda: run(args))
 
 
 if __name__ == "__main__":

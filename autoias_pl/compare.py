@@ -32,6 +32,7 @@ from types import SimpleNamespace
 
 from autoias_pl.data.schema import Schema
 from autoias_pl.demo import cli, common
+from autoias_pl.errors import run_main
 from autoias_pl.io import atomic_write, atomic_write_text
 
 RETRAIN_CONFIGS = ["retrain.yaml"]
@@ -197,7 +198,12 @@ def plot(rows: list[dict[str, object]], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
+    """A known error (no dataset at --data, an earlier comparison in --out) is one line, exit 2."""
     args = parse_args(argv)
+    return run_main("python -m autoias_pl.compare", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> list[dict[str, object]]:
     data, out = Path(args.data), Path(args.out)
     schema = Schema.load(data)  # a SchemaError naming the folder before any run
     models = labelled(args.models)

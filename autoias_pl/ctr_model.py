@@ -9,7 +9,7 @@ order that `Architecture.num_params` and the supernet's plan read too), so its p
 - pairs are grouped by (function, k) (<= |functions| x |proj_dims| groups), the shared concat map is Kc x Kc;
 - inside every group the vectors are sorted by insertion target, so a layer reads contiguous slices.
 MLP layers before the first one that receives a vector would compute a constant: they do not exist here
-(`export` folds that constant into the next bias).
+(`extract_model` folds that constant into the next bias).
 """
 
 from __future__ import annotations

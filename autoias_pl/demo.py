@@ -34,6 +34,7 @@ from autoias_pl.auc import auc
 from autoias_pl.data.schema import Schema
 from autoias_pl.data.stream import read_rows
 from autoias_pl.data.synth import SynthModel, synthesize
+from autoias_pl.errors import run_main
 from autoias_pl.io import atomic_write_text
 from autoias_pl.space import Architecture
 
@@ -192,7 +193,12 @@ def table(results: list[Result]) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> list[Result]:
+    """`make demo`; a known error (an --out the demo did not make, a bad option) is one line, exit 2."""
     args = parse_args(argv)
+    return run_main("python -m autoias_pl.demo", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> list[Result]:
     out = Path(args.out)
     prepare_out(out)
     start = time.perf_counter()

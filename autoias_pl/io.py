@@ -1,5 +1,7 @@
 """Files a run writes, in one place: atomic writers (temp path, then rename) and the run folder.
 
+Temporary files and folders are created with the user's usual permissions (the umask's, as `open` and
+`mkdir` give them), not `tempfile`'s private 0600/0700: a renamed result is as readable as any other file.
 A leaf module: it imports nothing from the package and no Lightning, so every layer may use it.
 """
 
@@ -7,29 +9,49 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
+def _fresh(parent: Path, prefix: str, make: Callable[[Path], None]) -> Path:
+    """`make(parent / <prefix><random>)` (it must fail with FileExistsError on a taken name); the new path."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            make(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{parent}: no free temporary name {prefix}*")
+
+
+def temp_file(parent: Path, prefix: str) -> Path:
+    """A new empty file in `parent`, mode 0666 less the umask (tempfile.mkstemp's is 0600)."""
+    return _fresh(parent, prefix, lambda p: os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)))
+
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A new empty folder in `parent`, mode 0777 less the umask (tempfile.mkdtemp's is 0700)."""
+    return _fresh(parent, prefix, os.mkdir)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it to `path` (readable, 0644).
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it to `path` (the umask's mode).
 
     A failed or interrupted write leaves nothing at `path` and no temporary file behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    tmp = temp_file(path.parent, f".{path.name}.")
     try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600, which would make results unreadable to others
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -49,7 +71,7 @@ def atomic_output_dir(output: str | Path, overwrite: bool = False) -> Iterator[P
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output}: already exists (pass --overwrite to replace it)")
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    tmp = temp_dir(output.parent, f".{output.name}.tmp-")
     try:
         yield tmp
     except BaseException:

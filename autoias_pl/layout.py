@@ -6,7 +6,7 @@ an architecture has and in which order its vectors enter each layer. It is the s
 - `Architecture.num_params` / `num_macs` / `used_fields` / `summary` (space.py): the costs;
 - `CTRModel` (ctr_model.py): its tables, projections, concat map, pair groups and MLP shapes;
 - the supernet's index plan (`Supernet.plan`, supernet/supernet.py): its pieces, counts and routing;
-- `export` (supernet/export.py): which supernet weight prefixes go where.
+- `extract_model` (supernet/extract.py): which supernet weight prefixes go where.
 
 The layout (pure Python, no tensors):
 

@@ -34,7 +34,7 @@ from autoias_pl.metrics import ctr_metrics
 from autoias_pl.references import REFERENCES, is_reference, reference, reference_args
 from autoias_pl.space import FUNCTIONS, Architecture, ArchitectureError, SearchSpace
 from autoias_pl.supernet.checkpoint import supernet_from_checkpoint
-from autoias_pl.supernet.export import export
+from autoias_pl.supernet.extract import extract_model
 
 TEST_METRICS_FILE = "test_metrics.json"
 
@@ -104,7 +104,7 @@ class AutoIASRetrain(LightningModule):
     baselines (the structure of each is in autoias_pl/baselines.py); a reference may take the MLP's widths
     as a list, e.g. `baseline_hidden: [256, 128]` (DeepCTR-Torch's default DNN).
     `init_from_search`: a search checkpoint; at the start of a fresh fit (`on_fit_start`, not when resuming
-    from a checkpoint) the model takes its supernet's weights (via export) instead of a fresh initialisation.
+    from a checkpoint) the model takes its supernet's weights (via extract_model) instead of a fresh initialisation.
 
     Regularization (training steps only; val/test losses are plain BCE):
     - `l2_embedding` (lambda): adds lambda * sum over the batch's lookups of ||e||^2 / B to the mean BCE, i.e.
@@ -274,7 +274,7 @@ class AutoIASRetrain(LightningModule):
 
 
 def init_from_search(model: CTRModel, path: str, arch: Architecture) -> None:
-    """Overwrite `model` (the standalone model of `arch`) with `arch` exported from search checkpoint `path`."""
+    """Overwrite `model` (the standalone model of `arch`) with `arch` extracted from search checkpoint `path`."""
     supernet = supernet_from_checkpoint(path)
     schema_hash = arch.space.schema_hash
     if supernet.space.schema_hash != schema_hash:
@@ -286,4 +286,4 @@ def init_from_search(model: CTRModel, path: str, arch: Architecture) -> None:
             f"{path}: the architecture's search space differs from the checkpoint's; init_from_search needs "
             "an architecture JSON written by that search"
         )
-    model.load_state_dict(export(supernet, arch).state_dict())  # copies onto the model's device
+    model.load_state_dict(extract_model(supernet, arch).state_dict())  # copies onto the model's device

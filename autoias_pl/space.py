@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from autoias_pl.errors import AutoIASError
 from autoias_pl.io import atomic_write_text, read_json
 from autoias_pl.layout import ArchitectureLayout
 
@@ -43,7 +44,7 @@ OUT = "out"
 ARCH_VERSION = 1
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(AutoIASError, ValueError):
     """An architecture does not fit its search space; the message names the label at fault."""
 
 

@@ -44,8 +44,8 @@ from autoias_pl.data.synth import synthesize
 from autoias_pl.search import AutoIASSearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a script from anywhere
+from autoias_pl.data.memory import MemoryDataModule  # noqa: E402
 from benchmarks.bench_search import SPACE  # noqa: E402
-from tests.ddp_worker import MemoryDataModule  # noqa: E402
 
 PHASES = ("teacher", "students", "generator", "plan")
 # leaf ops that launch no kernel: views, metadata, allocation (an allocation is not a launch)

@@ -30,7 +30,7 @@ from autoias_pl.data.synth import synthesize
 from autoias_pl.search import AutoIASSearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a script from anywhere
-from tests.ddp_worker import MemoryDataModule  # noqa: E402
+from autoias_pl.data.memory import MemoryDataModule  # noqa: E402
 
 SPACE = {"emb_dims": (4, 8, 16), "proj_dims": (4, 8, 16), "num_layers": 3, "hidden_units": (64, 128, 256)}
 

@@ -21,7 +21,7 @@ import torch
 
 from autoias_pl.space import Architecture, SearchSpace
 from autoias_pl.supernet import Supernet
-from autoias_pl.supernet.export import export
+from autoias_pl.supernet.extract import extract_model
 
 CPU_SPACE = {"emb_dims": (4, 8, 16, 32), "proj_dims": (4, 8, 16, 32), "hidden_units": (64, 128, 256)}
 
@@ -88,7 +88,7 @@ def measure(net: Supernet, space: SearchSpace, x: torch.Tensor, y: torch.Tensor,
         t_teacher.append(timed(lambda: step(net, x, y, teacher), 1, warmup=False))
         t_students.append(timed(lambda a=a: step(net, x, y, a), 1, warmup=False))
     mid = students[0]
-    model = export(net, mid)
+    model = extract_model(net, mid)
     with torch.no_grad():
         t_super = timed(lambda: net(x, mid), reps)
         t_model = timed(lambda: model(x), reps)

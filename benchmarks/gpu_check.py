@@ -55,7 +55,7 @@ from autoias_pl.retrain import AutoIASRetrain
 from autoias_pl.search import AutoIASSearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a script from anywhere
-from tests.ddp_worker import MemoryDataModule  # noqa: E402
+from autoias_pl.data.memory import MemoryDataModule  # noqa: E402
 
 PAPER_SPACE = {"emb_dims": (4, 8, 16, 32, 64, 128), "proj_dims": (4, 8, 16, 32, 64, 128), "num_layers": 5,
                "hidden_units": (64, 128, 256), "output_insertion": False}

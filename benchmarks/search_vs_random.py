@@ -33,12 +33,12 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autoias_pl.auc import auc  # noqa: E402
+from autoias_pl.data.memory import MemoryDataModule  # noqa: E402
 from autoias_pl.data.schema import Schema  # noqa: E402
 from autoias_pl.data.stream import read_rows  # noqa: E402
 from autoias_pl.data.synth import synthesize  # noqa: E402
 from autoias_pl.io import atomic_write, atomic_write_text  # noqa: E402
 from autoias_pl.search import AutoIASSearch  # noqa: E402
-from tests.ddp_worker import MemoryDataModule  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "search" / "cpu.yaml"
 METHODS = (("generator", "generator (REINFORCE)", "C0"), ("uniform", "random search", "C1"))

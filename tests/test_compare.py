@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from autoias_pl import compare
-
-SMALL = ["--max-epochs", "1", "--limit-train-batches", "4", "--batch-size", "512", "--lr", "0.01",
-         "--dim", "4", "--hidden", "16", "--layers", "1", "--no-progress-bar"]
+from tests.helpers.drivers import COMPARE_SMALL as SMALL
 
 
-def test_compare_two_models_over_two_seeds(synth_dir: Path, tmp_path: Path) -> None:
+def test_compare_two_models_over_two_seeds(synth_dir: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cmp"
     compare.main(["--data", str(synth_dir), "--models", "ref:deepfm", "inspace=deepfm", "--seeds", "2",
                   "--out", str(out), *SMALL])
@@ -38,9 +37,10 @@ def test_compare_two_models_over_two_seeds(synth_dir: Path, tmp_path: Path) -> N
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "ref-deepfm" / "seed1" / "checkpoints" / "best.ckpt").is_file()
     assert not list(out.glob(".*"))  # no temporary file left behind
-    with pytest.raises(FileExistsError, match="seed0: exists"):  # a second comparison into the same folder
+    with pytest.raises(SystemExit) as exit_:  # a second comparison into the same folder: one line, exit 2
         compare.main(["--data", str(synth_dir), "--models", "ref:deepfm", "--seeds", "1", "--out", str(out),
                       *SMALL])
+    assert exit_.value.code == 2 and "seed0: exists" in capsys.readouterr().err
 
 
 def test_labels_of_models() -> None:

@@ -21,13 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a sc
 
 from autoias_pl.ctr_model import CTRModel  # noqa: E402
 from autoias_pl.data.datamodule import CTRDataModule  # noqa: E402
+from autoias_pl.data.memory import MemoryDataModule  # noqa: E402
 from autoias_pl.data.stream import StreamLoader  # noqa: E402
 from autoias_pl.search import AutoIASSearch  # noqa: E402
 from autoias_pl.search.reward import phase_generator  # noqa: E402
 from autoias_pl.space import FUNCTIONS, Architecture  # noqa: E402
 from autoias_pl.supernet import Supernet  # noqa: E402
-from tests.ddp_worker import MemoryDataModule, RecordingSearch, tiny_data  # noqa: E402
-from tests.test_bf16 import SPACE, VOCAB, archs_of, check_close, data  # noqa: E402
+from tests.helpers.precision import SPACE, VOCAB, archs_of, check_close, data  # noqa: E402
+from tests.helpers.search import RecordingSearch, tiny_data  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 pytestmark = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (torch.cuda.is_available() is False)")

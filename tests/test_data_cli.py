@@ -12,8 +12,8 @@ import pytest
 
 from autoias_pl.data.cli import main
 from autoias_pl.data.schema import Schema
-from tests.test_prepare import AVAZU_HEAD, AVAZU_OK, criteo_row, write
-from tests.test_stream import DAMAGE
+from tests.helpers.raw import AVAZU_HEAD, AVAZU_OK, criteo_row, write
+from tests.helpers.shards import DAMAGE
 
 
 @pytest.fixture

@@ -134,15 +134,3 @@ def test_core_data_modules_do_not_import_lightning() -> None:
         "sys.exit(any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-
-
-def test_results_are_readable_by_others(tmp_path: Path) -> None:
-    import pyarrow as pa
-
-    from autoias_pl.io import atomic_write_parquet, atomic_write_text
-
-    atomic_write_text(tmp_path / "r.json", "{}")
-    atomic_write_parquet(tmp_path / "p.parquet", pa.table({"prob": [0.5]}))
-    for name in ("r.json", "p.parquet"):
-        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.parquet", "r.json"]  # no temporary left

@@ -9,14 +9,7 @@ from pathlib import Path
 import pytest
 
 from autoias_pl import demo
-
-
-def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The `--quick` demo's run folder, made once per session (test_notebook reuses it)."""
-    out = tmp_path_factory.getbasetemp() / "demo_quick"
-    if not (out / "results.csv").exists():
-        demo.main(["--quick", "--out", str(out)])
-    return out
+from tests.helpers.drivers import quick_demo
 
 
 @pytest.fixture(scope="module")
@@ -49,5 +42,6 @@ def test_demo_runs_are_cli_runs(demo_run: Path) -> None:
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not made by the demo"):
+    with pytest.raises(SystemExit) as exit_:  # one line, exit 2 (tests/test_errors.py: also as a program)
         demo.main(["--quick", "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and (tmp_path / "notes.txt").read_text() == "mine"

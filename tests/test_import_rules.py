@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "autoias_pl"
 
 # the rooms, in the data's order; a module belongs to the first prefix it starts with
-LEAVES = ("autoias_pl.io", "autoias_pl.auc")
+LEAVES = ("autoias_pl.io", "autoias_pl.auc", "autoias_pl.errors")
 DATA = ("autoias_pl.data",)
 CORE = ("autoias_pl.space", "autoias_pl.layout", "autoias_pl.interactions", "autoias_pl.ctr_model",
         "autoias_pl.baselines", "autoias_pl.supernet", "autoias_pl.references")
@@ -25,6 +25,7 @@ CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.demo", "autoias_pl.
 SERVE = ("autoias_pl.serve",)
 SERVE_EXPORT = "autoias_pl.serve.export"  # reads a retrain checkpoint: the one serve module that may import retrain
 LIGHTNING = ("lightning", "pytorch_lightning", "lightning_fabric")
+DATAMODULES = ("autoias_pl.data.datamodule", "autoias_pl.data.memory")
 
 
 def module_name(path: Path) -> str:
@@ -32,9 +33,13 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """Absolute names of every module `path` imports (relative imports resolved)."""
+def imports_of(path: Path, typing: bool = True) -> set[str]:
+    """Absolute names of every module `path` imports (relative imports resolved); without `typing`, not
+    those under `if TYPE_CHECKING:` (names for type hints, no import at run time)."""
     tree, here = ast.parse(path.read_text()), module_name(path)
+    for node in ast.walk(tree):
+        if not typing and isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            node.body = [ast.Pass()]
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     out: set[str] = set()
     for node in ast.walk(tree):
@@ -66,7 +71,7 @@ def offenders(sources: tuple[str, ...], forbidden: tuple[str, ...], exact: bool 
 
 def test_the_rule_table_covers_every_module() -> None:
     known = LEAVES + DATA + CORE + ("autoias_pl.search", "autoias_pl.retrain", "autoias_pl.metrics",
-                                    "autoias_pl.callbacks", "autoias_pl.serve", "autoias_pl") + CLIS
+                                    "autoias_pl.cli_callbacks", "autoias_pl.serve", "autoias_pl") + CLIS
     assert MODULES and all(within(m, known) for m in MODULES), sorted(m for m in MODULES if not within(m, known))
 
 
@@ -78,15 +83,15 @@ def test_leaves_import_nothing_of_the_package() -> None:
 
 def test_data_imports_no_core_search_or_lightning() -> None:
     """raw logs -> parquet -> stream stands alone (its command line, `autoias-data`, is a CLI)."""
-    rest = CORE + ("autoias_pl.search", "autoias_pl.retrain", "autoias_pl.metrics", "autoias_pl.callbacks")
+    rest = CORE + ("autoias_pl.search", "autoias_pl.retrain", "autoias_pl.metrics", "autoias_pl.cli_callbacks")
     data = tuple(m for m in MODULES if within(m, DATA) and not within(m, CLIS))
     assert len(data) > 5 and not offenders(data, rest, exact=True)
-    # only the LightningDataModule adapter may use Lightning
-    assert not offenders(tuple(m for m in data if m != "autoias_pl.data.datamodule"), LIGHTNING, exact=True)
+    # only the LightningDataModules (over shards, over rows in memory) may use Lightning
+    assert not offenders(tuple(m for m in data if m not in DATAMODULES), LIGHTNING, exact=True)
 
 
 def test_core_imports_neither_lightning_nor_data() -> None:
-    later = DATA + ("autoias_pl.search", "autoias_pl.retrain", "autoias_pl.metrics", "autoias_pl.callbacks")
+    later = DATA + ("autoias_pl.search", "autoias_pl.retrain", "autoias_pl.metrics", "autoias_pl.cli_callbacks")
     assert not offenders(CORE, later + LIGHTNING + CLIS)
 
 
@@ -109,7 +114,7 @@ def test_serving_imports_neither_lightning_nor_the_search() -> None:
     serve = tuple(m for m in MODULES if within(m, SERVE))
     assert len(serve) >= 4 and not offenders(serve, ("autoias_pl.search",), exact=True)
     scoring = tuple(m for m in serve if m != SERVE_EXPORT)
-    assert not offenders(scoring, LIGHTNING + ("autoias_pl.retrain", "autoias_pl.metrics", "autoias_pl.callbacks",
+    assert not offenders(scoring, LIGHTNING + ("autoias_pl.retrain", "autoias_pl.metrics", "autoias_pl.cli_callbacks",
                                                "autoias_pl.supernet"), exact=True)
 
 
@@ -117,6 +122,28 @@ def test_nothing_imports_a_cli() -> None:
     bad = sorted(f"{m} imports {i}" for m, deps in MODULES.items() if not within(m, CLIS)
                  for i in deps if within(i, CLIS))
     assert not bad, bad
+
+
+def test_tests_import_only_test_helpers_and_benchmarks_no_tests() -> None:
+    """Test modules never import each other (what they share is in tests/helpers/), benchmarks import
+    nothing of tests/ (what they need of it lives in the package, e.g. `data/memory.py`)."""
+    repo = ROOT.parent
+    tests = [p for p in sorted((repo / "tests").glob("*.py"))]
+    bad = [f"{p.relative_to(repo)} imports {i}" for p in tests for i in imports_of(p)
+           if i.split(".")[0] == "tests" and not within(i, ("tests.helpers",))]
+    bad += [f"{p.relative_to(repo)} imports {i}" for p in sorted((repo / "benchmarks").glob("*.py"))
+            for i in imports_of(p) if i.split(".")[0] == "tests"]
+    assert len(tests) > 30 and not bad, bad
+
+
+def test_no_two_modules_import_each_other_at_run_time() -> None:
+    """No two modules of the package import each other when it runs (docs/architecture.md draws no cycle): a
+    cycle of type hints only (layout.py names space.py's Architecture) is no import."""
+    graph = {m: {i for i in imports_of(p, typing=False) if i in MODULES and i != m and not m.startswith(i + ".")}
+             for m, p in ((module_name(p), p) for p in sorted(ROOT.rglob("*.py")))}
+    cycles = sorted(f"{m} <-> {i}" for m, deps in graph.items() for i in deps if m in graph.get(i, ()))
+    assert not cycles, cycles
+    assert "autoias_pl.layout" in graph["autoias_pl.space"] and "autoias_pl.space" in MODULES["autoias_pl.layout"]
 
 
 def test_the_rules_see_a_violation(tmp_path: Path) -> None:
@@ -155,7 +182,7 @@ def test_importing_changes_nothing_global() -> None:
 def test_fresh_interpreter_agrees(rule: str) -> None:
     """The same rules at run time: importing the core pulls no Lightning, the model no supernet code."""
     code = {
-        "core": "import sys, autoias_pl.supernet.export, autoias_pl.baselines, autoias_pl.search.generator, "
+        "core": "import sys, autoias_pl.supernet.extract, autoias_pl.baselines, autoias_pl.search.generator, "
                 "autoias_pl.search.reward\nassert not [m for m in sys.modules if m.split('.')[0] == 'lightning']",
         "model": "import sys, autoias_pl.ctr_model\nassert not [m for m in sys.modules if "
                  "m.startswith('autoias_pl.supernet')]",

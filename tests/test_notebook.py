@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.test_demo import quick_demo
+from tests.helpers.drivers import quick_demo
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "explore_search.ipynb"
 

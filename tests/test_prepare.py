@@ -25,20 +25,9 @@ from autoias_pl.data.readers import (
     numeric_codes,
 )
 from autoias_pl.data.schema import SPLITS, Schema
+from tests.helpers.raw import AVAZU_HEAD, AVAZU_OK, criteo_row, write
 
 ALL_TRAIN = (1.0, 0.0, 0.0)
-
-
-def criteo_row(label: str = "0", ints: dict[int, str] | None = None, cats: dict[int, str] | None = None) -> str:
-    """One raw Criteo line: label, I1..I13, C1..C26 (defaults: I = '1', C = 'aa')."""
-    i = [(ints or {}).get(k, "1") for k in range(1, 14)]
-    c = [(cats or {}).get(k, "aa") for k in range(1, 27)]
-    return "\t".join([label, *i, *c]) + "\n"
-
-
-def write(path: Path, lines: list[str]) -> Path:
-    path.write_text("".join(lines))
-    return path
 
 
 def decode(directory: Path, split: str) -> dict[str, list[str | None]]:
@@ -177,10 +166,6 @@ def test_csv_unknown_column_names_column_and_file(tmp_path: Path) -> None:
     with pytest.raises(UnknownColumnError, match=r"l\.csv:1: no column 'town'"):
         prepare(tmp_path / "out", csv_format("y", ["town"], []), [raw])
     assert not (tmp_path / "out").exists()
-
-
-AVAZU_HEAD = ",".join(AVAZU_COLUMNS) + "\n"
-AVAZU_OK = ",".join(["1", "0", "14102100", *["x"] * 21]) + "\n"
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from autoias_pl.data.schema import Schema
 from autoias_pl.references import REFERENCES, DCNv2, DeepFM, FieldEmbedding, fm_second_order, reference
 from autoias_pl.retrain import TEST_METRICS_FILE, AutoIASRetrain
 from autoias_pl.space import ArchitectureError
-from tests.test_cli import RETRAIN, autoias, retrain_overrides
+from tests.helpers.cli import RETRAIN, autoias, retrain_overrides
 
 VOCAB = [5, 7, 3, 11]
 N, T, K, H, L = len(VOCAB), sum(VOCAB), 4, 6, 2

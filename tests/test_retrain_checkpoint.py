@@ -20,8 +20,8 @@ from autoias_pl.retrain import TEST_METRICS_FILE, AutoIASRetrain, init_from_sear
 from autoias_pl.search import BEST_ARCH_FILE
 from autoias_pl.space import Architecture, ArchitectureError
 from autoias_pl.supernet.checkpoint import supernet_from_checkpoint
-from autoias_pl.supernet.export import export
-from tests.test_cli import QUIET, RETRAIN, autoias, retrain_overrides
+from autoias_pl.supernet.extract import extract_model
+from tests.helpers.cli import QUIET, RETRAIN, autoias, retrain_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,7 @@ def test_load_from_checkpoint_reads_no_other_file_nor_the_search(retrained: Retr
 
 
 def test_init_from_search_is_the_export_at_fit_start(search_run: Path, synth_dir: Path, tmp_path: Path) -> None:
-    """Fit with max_steps=0: the model is `export(supernet, arch)` of the search checkpoint, exactly."""
+    """Fit with max_steps=0: the model is `extract_model(supernet, arch)` of the search checkpoint, exactly."""
     from autoias_pl.search import AutoIASSearch
 
     arch_path, ckpt = search_run / BEST_ARCH_FILE, search_run / "checkpoints" / "last.ckpt"
@@ -126,7 +126,7 @@ def test_init_from_search_is_the_export_at_fit_start(search_run: Path, synth_dir
     supernet = supernet_from_checkpoint(ckpt)
     with torch.no_grad():
         logits = cli.model.model.cpu()(x)  # (64,)
-        assert torch.equal(logits, export(supernet, arch)(x))
+        assert torch.equal(logits, extract_model(supernet, arch)(x))
         search = AutoIASSearch.load_from_checkpoint(ckpt, map_location="cpu")  # the reader reads it all
         torch.testing.assert_close(logits, search.supernet(x, arch), rtol=1e-5, atol=1e-5)
         fresh = AutoIASRetrain(cli.model.hparams.field_names, cli.model.hparams.vocab_sizes,

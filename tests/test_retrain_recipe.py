@@ -14,7 +14,7 @@ from autoias_pl.data.batch import CTRBatch
 from autoias_pl.references import DeepFM, reference
 from autoias_pl.retrain import AutoIASRetrain
 from autoias_pl.space import ArchitectureError
-from tests.test_cli import CONFIGS, QUIET, RETRAIN
+from tests.helpers.cli import CONFIGS, QUIET, RETRAIN
 
 FIELDS = ["a", "b", "c"]
 VOCAB = [4, 6, 5]
@@ -159,7 +159,7 @@ def test_retrain_config_sets_the_recipe_and_its_monitor(synth_dir: Path, tmp_pat
 
 def test_compare_applies_a_recipe_config_after_retrain_yaml(synth_dir: Path, tmp_path: Path) -> None:
     from autoias_pl import compare
-    from tests.test_compare import SMALL
+    from tests.helpers.drivers import COMPARE_SMALL as SMALL
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("model: {init_args: {l2_embedding: 0.02, dropout: 0.1}}\n"

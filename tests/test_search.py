@@ -4,39 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from autoias_pl.auc import batched_auc
 from autoias_pl.data.batch import CTRBatch
+from autoias_pl.data.memory import MemoryDataModule
 from autoias_pl.search import AutoIASSearch, NonFiniteLossError
 from autoias_pl.search.reward import RewardShaper, kd_student_loss, reinforce_loss, selection_cost
 from autoias_pl.space import Architecture
-from tests.ddp_worker import MemoryDataModule, tiny_data
-from tests.test_metrics import pairwise_auc
-
-FIELDS = [f"C{i}" for i in range(5)]
-SMALL = {"emb_dims": (2, 4), "proj_dims": (2, 4), "num_layers": 2, "hidden_units": (4, 8), "num_students": 3}
-
-
-def make(**kw: Any) -> AutoIASSearch:
-    return AutoIASSearch(FIELDS, [16] * 5, **{**SMALL, "reward_rows": 512, **kw})
-
-
-@pytest.fixture(scope="module")
-def data() -> MemoryDataModule:
-    return MemoryDataModule(tiny_data(2048, seed=0), tiny_data(1024, seed=1), batch_size=256, eval_batch_size=512)
-
-
-def trainer(tmp_path: Path, epochs: int = 1, **kw: Any) -> Trainer:
-    kw = {"logger": False, "enable_checkpointing": False, **kw}
-    return Trainer(accelerator="cpu", max_epochs=epochs, enable_progress_bar=False, enable_model_summary=False,
-                   num_sanity_val_steps=0, default_root_dir=str(tmp_path), **kw)
+from tests.helpers.auc import pairwise_auc
+from tests.helpers.search import FIELDS, SMALL, data, make, tiny_data, trainer  # noqa: F401  (the `data` fixture)
 
 
 # ----- the pieces, against simple references -----

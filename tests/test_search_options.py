@@ -11,7 +11,7 @@ import torch
 from autoias_pl.search.generator import ArchitectureGenerator
 from autoias_pl.search.reward import budget_excess
 from autoias_pl.space import COMPONENTS, Architecture, SearchSpace
-from tests.test_search import data, make, trainer  # noqa: F401  (the `data` fixture)
+from tests.helpers.search import data, make, trainer  # noqa: F401  (the `data` fixture)
 
 SPACE = SearchSpace(tuple(f"F{i}" for i in range(5)), emb_dims=(2, 4), proj_dims=(2, 4), num_layers=2,
                     hidden_units=(4, 8))

@@ -45,12 +45,12 @@ from autoias_pl.auc import batched_auc
 from autoias_pl.ctr_model import CTRModel
 from autoias_pl.data import synth
 from autoias_pl.data.batch import CTRBatch
+from autoias_pl.data.memory import MemoryDataModule
 from autoias_pl.data.schema import Schema
 from autoias_pl.data.stream import read_rows
 from autoias_pl.data.synth import synthesize
 from autoias_pl.search import AutoIASSearch
 from autoias_pl.space import Architecture, SearchSpace
-from tests.ddp_worker import MemoryDataModule
 
 # CPU-sized space with the paper's four interaction functions.
 SPACE = {"emb_dims": (4, 8, 16), "proj_dims": (4, 8, 16), "functions": ("product", "concat", "plus", "max"),

@@ -41,21 +41,8 @@ from autoias_pl.serve.cli import main
 from autoias_pl.serve.export import export_checkpoint
 from autoias_pl.serve.score import Scorer, bad_row_indices, good_row_indices, score
 from autoias_pl.space import Architecture, SearchSpace
-
-
-def criteo_lines(rng: np.random.Generator, rows: int, pool: int) -> list[str]:
-    """Raw Criteo lines: label, 13 integers (some empty or negative), 26 categoricals from `pool` values."""
-    lines = []
-    for _ in range(rows):
-        ints = ["" if rng.random() < 0.1 else str(rng.integers(-3, 2000)) for _ in range(13)]
-        cats = ["" if rng.random() < 0.05 else f"{k:x}{rng.integers(pool):04x}" for k in range(26)]
-        lines.append("\t".join([str(rng.integers(2)), *ints, *cats]) + "\n")
-    return lines
-
-
-def write(path: Path, lines: list[str]) -> Path:
-    path.write_text("".join(lines))
-    return path
+from tests.helpers.raw import criteo_lines, write
+from tests.helpers.serve import no_training_code, read_preds
 
 
 @pytest.fixture(scope="module")
@@ -116,22 +103,6 @@ def model_probs(ckpt: Path, data: Path, split: str = "test") -> np.ndarray:
     x = torch.from_numpy(np.stack([table[f].to_numpy().astype(np.int64) for f in schema.field_names], 1))
     with torch.no_grad():
         return torch.sigmoid(module.model(x).float()).numpy()
-
-
-def read_preds(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    t = pq.read_table(path)
-    assert t.schema.names == ["row", "prob"]
-    return t["row"].to_numpy(), t["prob"].to_numpy()
-
-
-TRAINING_CODE = ("autoias_pl.search", "autoias_pl.retrain", "autoias_pl.ctr_model", "autoias_pl.supernet")
-
-
-def no_training_code(extra: tuple[str, ...] = ()) -> str:
-    """Source lines for a fresh interpreter: fail if Lightning or any of TRAINING_CODE (+ `extra`) was imported."""
-    prefixes = TRAINING_CODE + extra
-    return ("bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'lightning_fabric')"
-            f" or m.startswith({prefixes!r})]\nassert not bad, bad\n")
 
 
 @pytest.mark.parametrize("name", ["deepfm", "lr", "random", "ref:dcnv2"])

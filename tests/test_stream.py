@@ -14,6 +14,7 @@ import torch
 from autoias_pl.data.schema import FieldSpec, Schema, SchemaError
 from autoias_pl.data.shards import ShardError, ShardWriter
 from autoias_pl.data.stream import ParquetStream, StreamLoader, _cap, plan_units, read_rows
+from tests.helpers.shards import DAMAGE, break_pages
 
 ROWS = {"train": 2503, "val": 777, "test": 10}
 B = 64
@@ -205,32 +206,6 @@ def test_eval_split_smaller_than_the_slots_still_feeds_every_rank(id_dir: Path) 
 
 
 # --- damaged files: one line naming the file, exit code 2 (streamed here, by `autoias` and `autoias-data`) ---
-
-
-def truncate(path: Path) -> Path:
-    """Keep the first half of the file's bytes (a copy that stopped half way)."""
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    return path
-
-
-def break_footer(path: Path) -> Path:
-    """Overwrite the footer's metadata (between the data pages and `<length>PAR1`) with junk."""
-    data = bytearray(path.read_bytes())
-    length = int.from_bytes(data[-8:-4], "little")
-    data[-8 - length : -8] = b"\xab" * length
-    path.write_bytes(bytes(data))
-    return path
-
-
-def break_pages(path: Path) -> Path:
-    """Overwrite the first data pages (the footer stays valid: the damage shows only when rows are read)."""
-    data = bytearray(path.read_bytes())
-    data[4:400] = b"\x07" * 396
-    path.write_bytes(bytes(data))
-    return path
-
-
-DAMAGE = {"truncated": truncate, "footer": break_footer, "pages": break_pages}
 
 
 @pytest.fixture

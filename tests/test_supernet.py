@@ -12,7 +12,7 @@ from autoias_pl.ctr_model import CTRModel
 from autoias_pl.space import COMPONENTS, Architecture, SearchSpace
 from autoias_pl.supernet import Supernet
 from autoias_pl.supernet.elastic import ElasticConcat
-from autoias_pl.supernet.export import export
+from autoias_pl.supernet.extract import extract_model
 
 VOCAB6 = (5, 7, 3, 9, 4, 6)
 SMALL = {"emb_dims": (2, 4, 8), "proj_dims": (2, 4, 8, 16), "hidden_units": (4, 8), "num_layers": 3}
@@ -92,7 +92,7 @@ def test_export_matches_supernet_and_num_params(space: SearchSpace, function_blo
     net = parity_net(space, torch.float64, function_blocks=function_blocks)  # large embeddings: a sensitive comparison
     x = ids(VOCAB6, 16)
     for arch in edge_archs(space) + random_archs(space, 20):
-        model = export(net, arch)
+        model = extract_model(net, arch)
         torch.testing.assert_close(model(x), net(x, arch), rtol=0, atol=PARITY[torch.float64][1])
         assert sum(q.numel() for q in model.parameters()) == arch.num_params(VOCAB6)
         assert sum(q.numel() for q in CTRModel(arch, VOCAB6).parameters()) == arch.num_params(VOCAB6)
@@ -102,7 +102,7 @@ def test_export_float32_within_1e5() -> None:
     space = SearchSpace(fields(6))
     net, x = parity_net(space, torch.float32), ids(VOCAB6, 64)
     for arch in random_archs(space, 5, seed=3) + edge_archs(space):
-        model = export(net, arch)
+        model = extract_model(net, arch)
         assert model.readout.weight.dtype == torch.float32
         assert (model(x) - net(x, arch)).abs().max() < 1e-5
         assert parity_error(model, net, x, arch) < PARITY[torch.float32][1]
@@ -196,7 +196,7 @@ def test_parity_check_catches_a_corrupted_export(space: SearchSpace, dtype: torc
     net, x, tol = parity_net(space, dtype), ids(VOCAB6, 16), PARITY[dtype][1]
     errors = []
     for arch in edge_archs(space) + random_archs(space, 20):
-        model = export(net, arch)
+        model = extract_model(net, arch)
         if not model.tables:  # nothing selected: no slice to corrupt
             continue
         assert parity_error(model, net, x, arch) < tol
@@ -374,10 +374,10 @@ def test_options_sparse_and_shared_blocks() -> None:
     v, d, h = space.num_vectors, space.max_dim, space.hidden_units[-1]
     saved = sum(q.numel() for q in plain.parameters()) - sum(q.numel() for q in shared.parameters())
     assert saved == (space.num_layers - 1) * v * d * h
-    assert (export(shared, arch)(x) - shared(x, arch)).abs().max() < 1e-5
+    assert (extract_model(shared, arch)(x) - shared(x, arch)).abs().max() < 1e-5
     shared = parity_net(space, torch.float64, share_insert_blocks=True)
     for a in random_archs(space, 10, seed=2):
-        torch.testing.assert_close(export(shared, a)(x), shared(x, a), rtol=0, atol=PARITY[torch.float64][1])
+        torch.testing.assert_close(extract_model(shared, a)(x), shared(x, a), rtol=0, atol=PARITY[torch.float64][1])
 
 
 def test_rejects_foreign_architecture_and_vocab_mismatch() -> None:

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from autoias_pl.data.readers import DataFormatError, RawFormat, avazu_format, criteo_format, csv_format
-from autoias_pl.data.schema import LABEL, SPLITS, Schema, SchemaError
+from autoias_pl.data.readers import RawFormat, avazu_format, criteo_format, csv_format
+from autoias_pl.data.schema import LABEL, SPLITS, Schema
 from autoias_pl.data.shards import reading
+from autoias_pl.errors import ConfigError, main_status
 from autoias_pl.space import SearchSpace
 
 PROG = "autoias-data"
@@ -89,7 +90,7 @@ def _format(args: argparse.Namespace) -> RawFormat:
     if args.format == "avazu":
         return avazu_format()
     if not args.label or not (args.categorical or args.numeric):
-        raise ValueError("--format csv needs --label and at least one of --categorical/--numeric")
+        raise ConfigError("--format csv needs --label and at least one of --categorical/--numeric")
     return csv_format(args.label, args.categorical, args.numeric, args.delimiter)
 
 
@@ -98,7 +99,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from autoias_pl.data.shards import DEFAULT_ROWS_PER_SHARD
 
     if (args.input is None) == (args.train is None):
-        raise ValueError("give either --input (random split) or --train [--val] [--test] (pre-split)")
+        raise ConfigError("give either --input (random split) or --train [--val] [--test] (pre-split)")
     fmt = _format(args)
     min_count, split = resolve_protocol(args.preset, fmt.name, args.min_count, args.split)
     schema = prepare(
@@ -171,12 +172,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `autoias-data`; returns the exit status (2 on a data or usage error, no traceback)."""
     args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except (DataFormatError, SchemaError, FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return main_status(PROG, lambda: args.run(args))
 
 
 if __name__ == "__main__":

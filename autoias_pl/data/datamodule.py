@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from autoias_pl.data.batch import CTRBatch
 from autoias_pl.data.schema import SPLITS, Schema
 from autoias_pl.data.stream import Mode, ParquetStream, StreamLoader, read_rows
+from autoias_pl.errors import ConfigError
 
 
 class CTRDataModule(LightningDataModule):
@@ -45,9 +46,9 @@ class CTRDataModule(LightningDataModule):
         batch (default batch_size); reward_*: the generator's reward stream over the validation split."""
         super().__init__()
         if predict_split not in SPLITS:
-            raise ValueError(f"predict_split must be one of {SPLITS}, got {predict_split!r}")
+            raise ConfigError(f"predict_split must be one of {SPLITS}, got {predict_split!r}")
         if min(batch_size, reward_batch_size, eval_batch_size or 1) < 1 or num_workers < 0:
-            raise ValueError("batch sizes must be positive and num_workers non-negative")
+            raise ConfigError("batch sizes must be positive and num_workers non-negative")
         self._schema = Schema.load(data_dir)  # SchemaError naming the path if data_dir is not a dataset
         self.data_dir = str(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size

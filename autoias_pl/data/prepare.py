@@ -31,6 +31,7 @@ from autoias_pl.data.readers import (
 )
 from autoias_pl.data.schema import OOV_ID, SPLITS, FieldSpec, Schema, SchemaError
 from autoias_pl.data.shards import DEFAULT_ROWS_PER_SHARD, ShardWriter
+from autoias_pl.errors import ConfigError
 from autoias_pl.io import atomic_output_dir
 
 VOCAB_FILE = "vocab.parquet"
@@ -46,7 +47,7 @@ def resolve_protocol(preset: str, format_name: str, min_count: int | None,
                      split: tuple[float, ...] | None) -> tuple[int, tuple[float, float, float]]:
     """The preset's (min_count, split), overridden by explicit values; checks both."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r} (choose from {sorted(PRESETS)})")
+        raise ConfigError(f"unknown preset {preset!r} (choose from {sorted(PRESETS)})")
     p = PRESETS[preset]
     mc = p["min_count"][format_name] if min_count is None else min_count  # type: ignore[index]
     return check_protocol(mc, tuple(p["split"] if split is None else split))  # type: ignore[arg-type]
@@ -54,9 +55,9 @@ def resolve_protocol(preset: str, format_name: str, min_count: int | None,
 
 def check_protocol(min_count: int, split: tuple[float, ...]) -> tuple[int, tuple[float, float, float]]:
     if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
+        raise ConfigError(f"min_count must be >= 1, got {min_count}")
     if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1.0) > 1e-6:
-        raise ValueError(f"split must be three non-negative fractions summing to 1, got {list(split)}")
+        raise ConfigError(f"split must be three non-negative fractions summing to 1, got {list(split)}")
     return min_count, (float(split[0]), float(split[1]), float(split[2]))
 
 
@@ -266,7 +267,7 @@ def prepare(
     sources = _sources(inputs, train, val, test)
     min_count, split = check_protocol(min_count, split)
     if rows_per_shard < 1:
-        raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
+        raise ConfigError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
     fields = fmt.fields()
     total_bytes = sum(p.stat().st_size for p, _ in sources)
     with atomic_output_dir(output, overwrite) as tmp:
@@ -297,7 +298,7 @@ def _sources(inputs: list[str | Path] | None, train: list[str | Path] | None, va
              test: list[str | Path] | None) -> list[tuple[Path, int | None]]:
     """(path, fixed split index or None for a random split) for every raw file, all checked to exist."""
     if (inputs is None) == (train is None):
-        raise ValueError("give either inputs (random split) or train/val/test files (pre-split), not both")
+        raise ConfigError("give either inputs (random split) or train/val/test files (pre-split), not both")
     if inputs is not None:
         sources = [(Path(p), None) for p in inputs]
     else:

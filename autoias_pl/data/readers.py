@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from autoias_pl.data.schema import LABEL
+from autoias_pl.errors import AutoIASError
 
 DICT = pa.dictionary(pa.int32(), pa.string())
 INT_RE = r"^-?[0-9]{1,18}$"  # longer integers would overflow int64: reported as non-integers
@@ -41,7 +42,7 @@ AVAZU_COLUMNS = ["id", "click", "hour", "C1", "banner_pos", "site_id", "site_dom
 HOUR_FIELDS = ["hour_of_day", "weekday", "is_weekend"]
 
 
-class DataFormatError(ValueError):
+class DataFormatError(AutoIASError, ValueError):
     """Raw input that cannot be prepared; the message names the file (and line, column where known)."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoias_pl.errors import AutoIASError
 from autoias_pl.io import atomic_write_text, read_json
 
 SCHEMA_VERSION = 1
@@ -22,7 +23,7 @@ LABEL = "label"
 OOV_ID = 0
 
 
-class SchemaError(ValueError):
+class SchemaError(AutoIASError, ValueError):
     """A schema file is missing, malformed, or does not match what a later step expects."""
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from autoias_pl.auc import BinnedAUC
 from autoias_pl.data.schema import SPLITS, FieldSpec, Schema
 from autoias_pl.data.shards import DEFAULT_ROW_GROUP_SIZE, DEFAULT_ROWS_PER_SHARD, ShardWriter
+from autoias_pl.errors import ConfigError
 from autoias_pl.io import atomic_output_dir
 
 CHUNK_ROWS = 1 << 17  # rows generated at once: bounds memory, and fixes the random stream for a seed
@@ -107,14 +108,14 @@ def build_model(
 ) -> SynthModel:
     """The deterministic true model of `synthesize(..., fields, planted_pairs, seed, rank, vocab_range)`."""
     if fields < 2:
-        raise ValueError(f"fields must be >= 2, got {fields}")
+        raise ConfigError(f"fields must be >= 2, got {fields}")
     all_pairs = np.stack(np.triu_indices(fields, k=1), axis=1)  # (P, 2), i < j
     if not 0 <= planted_pairs <= len(all_pairs):
-        raise ValueError(f"planted_pairs must be in [0, {len(all_pairs)}], got {planted_pairs}")
+        raise ConfigError(f"planted_pairs must be in [0, {len(all_pairs)}], got {planted_pairs}")
     if not 1 <= rank <= 4:
-        raise ValueError(f"rank must be in [1, 4], got {rank}")
+        raise ConfigError(f"rank must be in [1, 4], got {rank}")
     if not 3 <= vocab_range[0] <= vocab_range[1]:
-        raise ValueError(f"vocab_range must be (lo, hi) with 3 <= lo <= hi, got {vocab_range}")
+        raise ConfigError(f"vocab_range must be (lo, hi) with 3 <= lo <= hi, got {vocab_range}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     lo, hi = np.log(vocab_range[0]), np.log(vocab_range[1])
     vocab_sizes = [int(v) for v in np.exp(rng.uniform(lo, hi, size=fields)).round()]
@@ -153,7 +154,7 @@ def _solve_bias(model: SynthModel, rng: np.random.Generator) -> float:
 
 def _split_rows(rows: int, split: tuple[float, float, float]) -> dict[str, int]:
     if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1.0) > 1e-6:
-        raise ValueError(f"split must be 3 non-negative fractions summing to 1, got {split}")
+        raise ConfigError(f"split must be 3 non-negative fractions summing to 1, got {split}")
     train, val = int(rows * split[0]), int(rows * split[1])
     return {"train": train, "val": val, "test": rows - train - val}
 
@@ -179,7 +180,7 @@ def synthesize(
     first-order part alone.
     """
     if rows < 1:
-        raise ValueError(f"rows must be positive, got {rows}")
+        raise ConfigError(f"rows must be positive, got {rows}")
     counts = _split_rows(rows, split)
     vocab_range = (int(vocab_range[0]), int(vocab_range[1]))
     model = build_model(fields, planted_pairs, rank, seed, vocab_range)

@@ -320,7 +320,7 @@ class AutoIASSearch(LightningModule):
     @property
     def in_warmup(self) -> bool:
         """True until the first batch after the uniform warm-up (no architecture has been learnt or scored
-        yet); the CLI's early stopping skips such validations (autoias_pl/callbacks.py)."""
+        yet); the CLI's early stopping skips such validations (autoias_pl/cli_callbacks.py)."""
         return int(self.batch_count) <= self.warmup_batches and self.warmup_batches > 0
 
     # ----- validation: the generator's greedy architecture on the whole validation split -----

@@ -41,6 +41,7 @@ from torch import nn
 
 from autoias_pl.data.readers import RawFormat
 from autoias_pl.data.schema import OOV_ID, SCHEMA_FILE, Schema, SchemaError
+from autoias_pl.errors import AutoIASError
 from autoias_pl.io import atomic_output_dir, atomic_write_text, read_json
 
 BUNDLE_VERSION = 1
@@ -54,7 +55,7 @@ ONNX_MODES = ("auto", "require", "skip")  # write model.onnx where possible / or
 ONNX_INPUT, ONNX_OUTPUT, ONNX_BATCH = "ids", "logit", "batch"
 
 
-class BundleError(ValueError):
+class BundleError(AutoIASError, ValueError):
     """A bundle (or the dataset it is made from) that cannot be trusted: the message names the file."""
 
 

@@ -21,13 +21,18 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from autoias_pl.data.readers import DataFormatError
-from autoias_pl.data.schema import SchemaError
+from autoias_pl.errors import main_status
 from autoias_pl.serve.bundle import ONNX_MODES, load_bundle
 from autoias_pl.serve.score import DEFAULT_BATCH_SIZE, RUNTIMES
 
 PROG = "autoias-serve"
 FORMATS = ("criteo", "avazu", "csv")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, help="parquet file to write (replaced if it exists)")
     s.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
                    help="error: stop with file:line (default); skip: leave the row out and count it")
-    s.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per model call")
+    s.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="rows per model call")
     s.add_argument("--threads", type=int, default=None,
                    help="intra-op threads of torch or onnxruntime (default: torch's)")
     s.add_argument("--runtime", choices=RUNTIMES, default="pt2",
@@ -92,14 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
-        args.run(args)
-    except (DataFormatError, SchemaError, FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return main_status(PROG, lambda: args.run(args))
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-    return 0
 
 
 if __name__ == "__main__":

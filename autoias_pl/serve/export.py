@@ -20,6 +20,8 @@ def export_checkpoint(ckpt: str | Path, data_dir: str | Path, output: str | Path
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: no such checkpoint")
+    if Path(output).exists() and not overwrite:  # before the slow load (write_bundle checks it again)
+        raise FileExistsError(f"{output}: already exists (pass --overwrite to replace it)")
     try:
         module = AutoIASRetrain.load_from_checkpoint(ckpt, map_location="cpu")
     except (KeyError, TypeError, RuntimeError) as e:

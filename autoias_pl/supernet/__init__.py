@@ -1,8 +1,7 @@
-"""The supernet: elastic ops, interaction functions, the weight-sharing supernet and the export to a model.
+"""The supernet: elastic ops, the weight-sharing supernet, and `extract_model`: one architecture of it as a
+standalone `CTRModel` with the supernet's weights (supernet/extract.py)."""
 
-`export` lives in `autoias_pl.supernet.export` (not re-exported here: the function would shadow its module).
-"""
-
+from autoias_pl.supernet.extract import extract_model
 from autoias_pl.supernet.supernet import Supernet
 
-__all__ = ["Supernet"]
+__all__ = ["Supernet", "extract_model"]

@@ -1,4 +1,4 @@
-"""autoias_pl/callbacks.py: the CLI's early stopping counts no validation of a search's warm-up."""
+"""autoias_pl/cli_callbacks.py: the CLI's early stopping counts no validation of a search's warm-up."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping
 from torch.utils.data import DataLoader, TensorDataset
 
-from autoias_pl.callbacks import WarmupAwareEarlyStopping
+from autoias_pl.cli_callbacks import WarmupAwareEarlyStopping
 
 
 class Declining(LightningModule):

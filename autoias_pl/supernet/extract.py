@@ -1,9 +1,9 @@
-"""Export one architecture of a trained supernet as a standalone `CTRModel` with its weights copied.
+"""Extract one architecture of a trained supernet as a standalone `CTRModel` with its weights copied.
 
 Reads the architecture's layout (`arch.layout`, autoias_pl/layout.py; the model's `model.layout` is the
 same object) and copies the prefix weights the supernet uses for `arch` (embedding rows of the used fields
 at [:d_i], projections W_i[:d_i, :K_i], the concat map at Kc, MLP blocks at the true widths), so that
-`export(net, a)(x) == net(x, a)`. Hidden layers before the first one that receives a vector compute a
+`extract_model(net, a)(x) == net(x, a)`. Hidden layers before the first one that receives a vector compute a
 constant from their biases; it is folded into the next existing layer's bias (or the output bias).
 """
 
@@ -38,7 +38,7 @@ def _constant(net: Supernet, lay: ArchitectureLayout, upto: int) -> Tensor | Non
 
 
 @torch.no_grad()
-def export(supernet: Supernet, arch: Architecture) -> CTRModel:
+def extract_model(supernet: Supernet, arch: Architecture) -> CTRModel:
     """The standalone model of `arch` with the supernet's weights, on the supernet's device and dtype."""
     param = supernet.embedding.table.weight
     model = CTRModel(arch, supernet.vocab_sizes).to(device=param.device, dtype=param.dtype)

@@ -1,0 +1,22 @@
+"""The experiment drivers at test size: the `--quick` demo (made once per session) and small compare runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoias_pl import demo
+
+
+def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `--quick` demo's run folder, made once per session (test_notebook reuses it)."""
+    out = tmp_path_factory.getbasetemp() / "demo_quick"
+    if not (out / "results.csv").exists():
+        demo.main(["--quick", "--out", str(out)])
+    return out
+
+
+COMPARE_SMALL = [  # `python -m autoias_pl.compare` options for a run of seconds
+    "--max-epochs", "1", "--limit-train-batches", "4", "--batch-size", "512", "--lr", "0.01",
+    "--dim", "4", "--hidden", "16", "--layers", "1", "--no-progress-bar"]
