@@ -23,7 +23,12 @@ in-memory batches, in this process:
   `fit` (sigmoid output, sum-reduced BCE + `get_regularization_loss()`, zero_grad / backward / Adam step)
   with l2_reg_embedding = l2_reg_linear = 0, and `deepctr_l2` with its defaults 1e-5 (which square whole
   tables every step), and `deepctr_fused_adam` (no L2, an Adam(fused=True) given to its compile).
-Ours uses configs/retrain.yaml's Adam arguments (lr, fused). Ratios ours / deepctr (target >= 1.5 at both
+Ours uses configs/retrain.yaml's Adam arguments (lr, fused).
+
+Multiply-adds per sample (`macs_per_sample`: `Architecture.num_macs` for `deepfm`, the reference's
+`num_macs` for `ref:deepfm`) times samples/s is each model's arithmetic rate; `arithmetic_rate.ratio` is
+the `lightning` deepfm's over `ours` ref:deepfm's at the same batch size (issue 21 target >= 0.6), when the
+reference runs at `--batch`. Ratios ours / deepctr (target >= 1.5 at both
 batch sizes), ours_l2 / deepctr_l2 and ours / deepctr_fused_adam. Without deepctr_torch (the `ref` extra)
 its entries say why it is absent.
 """
@@ -219,7 +224,8 @@ def reference_deepfm(args: argparse.Namespace, path: Path, schema: Schema) -> di
                               optimizer=lambda params: torch.optim.Adam(params, **adam))
 
     params = sum(p.numel() for p in ours(0.0).parameters())
-    out: dict[str, object] = {"dim": args.ref_dim, "hidden": hidden, "params": params, "ours_l2_embedding": l2,
+    out: dict[str, object] = {"dim": args.ref_dim, "hidden": hidden, "params": params,
+                              "macs_per_sample": ours(0.0).model.num_macs(), "ours_l2_embedding": l2,
                               "ours_adam": adam,
                               "deepctr": "absent: " + why if deepctr is None else deepctr.__version__}
     if deepctr is not None:
@@ -246,6 +252,7 @@ def reference_deepfm(args: argparse.Namespace, path: Path, schema: Schema) -> di
                     rates[key].append(deepctr_rate(model, batches, args.warmup))
         best = {k: max(v) for k, v in rates.items()}
         row: dict[str, object] = {f"{k}_samples_per_s": round(v) for k, v in best.items()}
+        row["ours_macs_per_s"] = round(best["ours"] * out["macs_per_sample"])
         if deepctr is not None:
             row["ratio"] = round(best["ours"] / best["deepctr"], 3)
             row["ratio_l2"] = round(best["ours_l2"] / best["deepctr_l2"], 3)
@@ -301,11 +308,18 @@ def main() -> None:
         dm = CTRDataModule(str(path), batch_size=args.batch, seed=0, num_workers=args.workers)
         rates["lightning_datamodule"].append(lightning_rate(retrain(), total, args.warmup, dm))
     best = {k: max(v) for k, v in rates.items()}
+    macs = retrain().model.architecture.num_macs()
     reference = None if args.no_reference else reference_deepfm(args, path, schema)
+    same_batch = (reference or {}).get(f"batch_{args.batch}")
+    arithmetic = {"deepfm_macs_per_s": round(best["lightning"] * macs)}
+    if same_batch:  # issue 21 target: >= 0.6
+        arithmetic["ref_deepfm_macs_per_s"] = same_batch["ours_macs_per_s"]
+        arithmetic["ratio"] = round(arithmetic["deepfm_macs_per_s"] / same_batch["ours_macs_per_s"], 3)
     print(json.dumps({
         "bench": "train_deepfm",
         "fields": FIELDS,
         "params": params,
+        "macs_per_sample": macs,
         "batch_size": args.batch,
         "dim": args.dim,
         "hidden": [args.hidden] * args.layers,
@@ -316,6 +330,7 @@ def main() -> None:
         "lightning_datamodule_samples_per_s": round(best["lightning_datamodule"]),
         "ratio_datamodule": round(best["lightning_datamodule"] / best["plain"], 3),
         "all_runs": {k: [round(r) for r in v] for k, v in rates.items()},
+        "arithmetic_rate": arithmetic,
         "reference_deepfm": reference,
         "torch_threads": torch.get_num_threads(),
         "datamodule_workers": args.workers,
