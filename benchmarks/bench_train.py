@@ -28,7 +28,8 @@ Ours uses configs/retrain.yaml's Adam arguments (lr, fused).
 Multiply-adds per sample (`macs_per_sample`: `Architecture.num_macs` for `deepfm`, the reference's
 `num_macs` for `ref:deepfm`) times samples/s is each model's arithmetic rate; `arithmetic_rate.ratio` is
 the `lightning` deepfm's over `ours` ref:deepfm's at the same batch size (issue 21 target >= 0.6), when the
-reference runs at `--batch`. Ratios ours / deepctr (target >= 1.5 at both
+reference runs at `--batch`; `ratio_per_cpu_second` the same with samples per CPU second of this process
+(with one thread, robust to other processes sharing the machine). Ratios ours / deepctr (target >= 1.5 at both
 batch sizes), ours_l2 / deepctr_l2 and ours / deepctr_fused_adam. Without deepctr_torch (the `ref` extra)
 its entries say why it is absent.
 """
@@ -130,23 +131,31 @@ class Timer(Callback):
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.start, self.end, self.rows = warmup, 0.0, 0.0, 0
+        self.cpu_start, self.cpu_end = 0.0, 0.0
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: CTRBatch, i: int) -> None:
         if i == self.warmup:
-            self.start = time.perf_counter()
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, out: object, batch: CTRBatch,
                            i: int) -> None:
         if i >= self.warmup:
             self.rows += len(batch.labels)
-            self.end = time.perf_counter()
+            self.end, self.cpu_end = time.perf_counter(), time.process_time()
 
     @property
     def rate(self) -> float:
         return self.rows / (self.end - self.start)
 
+    @property
+    def cpu_rate(self) -> float:
+        """samples per CPU second of this process (1 thread: robust to other processes on the machine)."""
+        return self.rows / (self.cpu_end - self.cpu_start)
 
-def lightning_rate(module: AutoIASRetrain, steps: int, warmup: int, data: list[CTRBatch] | CTRDataModule) -> float:
+
+def lightning_rate(module: AutoIASRetrain, steps: int, warmup: int, data: list[CTRBatch] | CTRDataModule,
+                   cpu: list[float] | None = None) -> float:
+    """samples/s of `steps` Trainer steps (the first `warmup` not timed); appends samples per CPU s to `cpu`."""
     timer = Timer(warmup)
     trainer = Trainer(accelerator="cpu", devices=1, max_epochs=1, max_steps=steps, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -157,6 +166,8 @@ def lightning_rate(module: AutoIASRetrain, steps: int, warmup: int, data: list[C
             trainer.fit(module, datamodule=data)
         else:
             trainer.fit(module, train_dataloaders=Batches(data))
+    if cpu is not None:
+        cpu.append(timer.cpu_rate)
     return timer.rate
 
 
@@ -245,10 +256,11 @@ def reference_deepfm(args: argparse.Namespace, path: Path, schema: Schema) -> di
         if len(batches) < total:
             raise SystemExit(f"{path}: {len(batches)} batches of {batch}; need {total} (raise --rows)")
         rates: dict[str, list[float]] = {"ours": [], "ours_l2": []}
+        ours_cpu: list[float] = []
         if deepctr is not None:
             rates |= {"deepctr": [], "deepctr_l2": [], "deepctr_fused_adam": []}
         for _ in range(args.repeats):
-            rates["ours"].append(lightning_rate(ours(0.0), total, args.warmup, batches))
+            rates["ours"].append(lightning_rate(ours(0.0), total, args.warmup, batches, ours_cpu))
             rates["ours_l2"].append(lightning_rate(ours(l2), total, args.warmup, batches))
             if deepctr is not None:
                 for key, l2_theirs, fused in (("deepctr", 0.0, False), ("deepctr_l2", 1e-5, False),
@@ -259,6 +271,7 @@ def reference_deepfm(args: argparse.Namespace, path: Path, schema: Schema) -> di
         best = {k: max(v) for k, v in rates.items()}
         row: dict[str, object] = {f"{k}_samples_per_s": round(v) for k, v in best.items()}
         row["ours_macs_per_s"] = round(best["ours"] * out["macs_per_sample"])
+        row["ours_cpu_samples_per_s"] = round(max(ours_cpu))  # per CPU second of this process
         if deepctr is not None:
             row["ratio"] = round(best["ours"] / best["deepctr"], 3)
             row["ratio_l2"] = round(best["ours_l2"] / best["deepctr_l2"], 3)
@@ -308,9 +321,10 @@ def main() -> None:
     if params != sum(p.numel() for p in plain().parameters()):
         raise AssertionError("the plain DeepFM and the deepfm baseline differ in size")
     rates: dict[str, list[float]] = {"plain": [], "lightning": [], "lightning_datamodule": []}
+    lightning_cpu: list[float] = []
     for _ in range(args.repeats):
         rates["plain"].append(plain_rate(plain(), batches, args.warmup))
-        rates["lightning"].append(lightning_rate(retrain(), total, args.warmup, batches))
+        rates["lightning"].append(lightning_rate(retrain(), total, args.warmup, batches, lightning_cpu))
         dm = CTRDataModule(str(path), batch_size=args.batch, seed=0, num_workers=args.workers)
         rates["lightning_datamodule"].append(lightning_rate(retrain(), total, args.warmup, dm))
     best = {k: max(v) for k, v in rates.items()}
@@ -321,6 +335,8 @@ def main() -> None:
     if same_batch:  # issue 21 target: >= 0.6
         arithmetic["ref_deepfm_macs_per_s"] = same_batch["ours_macs_per_s"]
         arithmetic["ratio"] = round(arithmetic["deepfm_macs_per_s"] / same_batch["ours_macs_per_s"], 3)
+        ref_cpu = same_batch["ours_cpu_samples_per_s"] * reference["macs_per_sample"]
+        arithmetic["ratio_per_cpu_second"] = round(max(lightning_cpu) * macs / ref_cpu, 3)  # a shared machine
     print(json.dumps({
         "bench": "train_deepfm",
         "fields": FIELDS,
