@@ -19,7 +19,9 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP
 
 import argparse
+import contextlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -39,7 +41,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
     cli = p.parse_args()
     torch.set_num_threads(cli.threads)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # stdout: the JSON only
         out = cli.out or Path(tmp) / "cost"
         args = demo.parse_args(["--out", str(out), "--rows", str(cli.rows), "--seed", str(cli.seed),
                                 "--no-progress-bar"])
