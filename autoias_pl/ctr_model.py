@@ -90,11 +90,12 @@ class CTRModel(nn.Module):
 
         A chunk of c pairs over the q fields of width >= k costs k q^2 multiply-adds in the bmm against
         ~3 k c memory-bound element passes each way when materialised: bilinear when q^2 <= 16 c
-        (`bilinear_density`: dense selections); sparse ones stay materialised. Materialised pairs of a group are its head [:m - c]
-        (a group is sorted by target and "out" is the last one), so the bilinear tail is never computed."""
+        (`bilinear_density`: dense selections); sparse ones stay materialised. The materialised pairs of a
+        group are its head [:m - c] (a group is sorted by target, "out" last): the bilinear tail is never
+        computed as vectors."""
         lay, L, pairs = self.layout, self.layout.num_layers, self.architecture.space.pairs
         n_emb = len(lay.emb_groups)
-        self.bilinear: list[tuple[int, int, int, int, int]] = []  # (slice at "out", pair group, k, columns)
+        self.bilinear: list[tuple[int, int, int, int, int]] = []  # (slice at "out", group, k, col start, end)
         self.materialised = [len(ps) for _, _, ps in lay.pair_groups]  # per pair group: pairs computed
         dense_cols: list[int] = []
         col = lay.hidden[L - 1] if lay.first is not None else 0  # o_{L-1} comes first
@@ -194,8 +195,8 @@ class CTRModel(nn.Module):
         parts += [groups[g][:, a:b].flatten(1) for s, (g, a, b) in enumerate(self.slices[-1]) if s not in skip]
         weight = self.readout.weight  # (1, fan_in)
         if parts:
-            out = torch.nn.functional.linear(torch.cat(parts, 1), weight.index_select(1, self.readout_dense_cols),
-                                             self.readout.bias).squeeze(1)  # (B,)
+            out = nn.functional.linear(torch.cat(parts, 1), weight.index_select(1, self.readout_dense_cols),
+                                       self.readout.bias).squeeze(1)  # (B,)
         else:
             out = self.readout.bias.expand(batch)  # (B,)
         for s, _, k, start, end in self.bilinear:
