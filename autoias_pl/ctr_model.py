@@ -7,7 +7,11 @@ order that `Architecture.num_params` and the supernet's plan read too), so its p
 - fields in a selected pair are projected per (d_i, K_i) group, K_i = widest selected pair of field i;
   a pair of width k reads the column prefix [:k] of its fields' projections;
 - pairs are grouped by (function, k) (<= |functions| x |proj_dims| groups), the shared concat map is Kc x Kc;
-- inside every group the vectors are sorted by insertion target, so a layer reads contiguous slices.
+- inside every group the vectors are sorted by insertion target, so a layer reads contiguous slices;
+- product pairs read out at "out" (FM / DeepFM's second order part) are never materialised: their read-out
+  sum_p sum_c w_pc ê_i[c] ê_j[c] is, per column c, a bilinear form ê[:, :, c]^T M_c ê[:, :, c] with M_c (q, q)
+  holding w_pc at (i, j); one bmm (k, B, q) @ (k, q, q) computes all of them (`_bilinear`), where the
+  (B, m, k) route would move three (B, m, k) tensors through memory (gathers, product, read-out) each way.
 MLP layers before the first one that receives a vector would compute a constant: they do not exist here
 (`extract_model` folds that constant into the next bias).
 """
@@ -20,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from autoias_pl.references import Table
 from autoias_pl.space import Architecture
 
 _ELEMENTWISE = {"product": torch.mul, "plus": torch.add, "max": torch.maximum}  # eq. 6, concat below
@@ -39,6 +44,8 @@ def _linear(fan_in: int, width: int) -> nn.Linear:
 class CTRModel(nn.Module):
     """The model of `architecture` over fields with `vocab_sizes`: (B, n) int64 ids -> logits (B,)."""
 
+    bilinear_density = 16.0  # a read-out chunk of c product pairs over q fields is bilinear iff q^2 <= this * c
+
     def __init__(self, arch: Architecture, vocab_sizes: Sequence[int]) -> None:
         super().__init__()
         self.architecture, self.vocab_sizes = arch, tuple(int(v) for v in vocab_sizes)
@@ -47,7 +54,7 @@ class CTRModel(nn.Module):
         self.tables = nn.ModuleList()
         where: dict[int, tuple[int, int]] = {}  # field -> (emb group, position)
         for g, (w, fields) in enumerate(lay.emb_groups):
-            self.tables.append(nn.Embedding(sum(self.vocab_sizes[i] for i in fields), w))
+            self.tables.append(Table(sum(self.vocab_sizes[i] for i in fields), w))  # nn.Embedding, CPU-fast backward
             local = torch.tensor([0, *(self.vocab_sizes[i] for i in fields[:-1])]).cumsum(0)  # (m,)
             self._buffer(f"emb{g}_fields", list(fields))
             self.register_buffer(f"emb{g}_offsets", local, persistent=False)
@@ -72,9 +79,44 @@ class CTRModel(nn.Module):
         for name, shape in (("concat_a", (kc, kc)), ("concat_b", (kc, kc)), ("concat_c", (kc,))):
             self.register_parameter(name, nn.Parameter(torch.empty(shape)) if kc else None)  # (Kc, Kc), (Kc,)
         self.slices = tuple(lay.slices(t) for t in range(L + 1))  # per target: (vector group, start, end)
+        self._plan_bilinear(pos)
         self.mlp = nn.ModuleList(_linear(fan_in, h) for fan_in, h in lay.mlp)
         self.readout = _linear(lay.readout_fan_in, 1)
         self.reset_parameters()
+
+    def _plan_bilinear(self, pos: dict[int, dict[int, int]]) -> None:
+        """Which read-out chunks of product pairs `_bilinear` computes (`bilinear`), the pairs of each group
+        that are materialised (`materialised`) and the read-out columns of the rest (`readout_dense_cols`).
+
+        A chunk of c pairs over the q fields of width >= k costs k q^2 multiply-adds in the bmm against
+        ~3 k c memory-bound element passes each way when materialised: bilinear when q^2 <= 16 c
+        (`bilinear_density`: dense selections); sparse ones stay materialised. The materialised pairs of a
+        group are its head [:m - c] (a group is sorted by target, "out" last): the bilinear tail is never
+        computed as vectors."""
+        lay, L, pairs = self.layout, self.layout.num_layers, self.architecture.space.pairs
+        n_emb = len(lay.emb_groups)
+        self.bilinear: list[tuple[int, int, int, int, int]] = []  # (slice at "out", group, k, col start, end)
+        self.materialised = [len(ps) for _, _, ps in lay.pair_groups]  # per pair group: pairs computed
+        dense_cols: list[int] = []
+        col = lay.hidden[L - 1] if lay.first is not None else 0  # o_{L-1} comes first
+        dense_cols += range(col)
+        for s, (vg, a, b) in enumerate(self.slices[L]):
+            width, g = lay.vector_groups[vg][0], vg - n_emb
+            q = len(pos[width]) if g >= 0 else 0
+            if g >= 0 and lay.pair_groups[g][0] == "product" and q * q <= self.bilinear_density * (b - a):
+                chunk = lay.pair_groups[g][2][a:b]
+                perm = [b - a] * (q * q)  # (q q,) row of w for (i, j), b - a: a zero row
+                for r, p in enumerate(chunk):
+                    perm[pos[width][pairs[p][0]] * q + pos[width][pairs[p][1]]] = r
+                self._buffer(f"bilinear{s}_perm", perm)
+                self.bilinear.append((s, g, width, col, col + (b - a) * width))
+                self.materialised[g] = a
+                for side in ("left", "right"):  # the materialised head only
+                    self._buffer(f"pair{g}_{side}", getattr(self, f"pair{g}_{side}")[:a].tolist())
+            else:
+                dense_cols += range(col, col + (b - a) * width)
+            col += (b - a) * width
+        self._buffer("readout_dense_cols", dense_cols)
 
     def _buffer(self, name: str, values: list[int]) -> None:
         self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
@@ -90,28 +132,36 @@ class CTRModel(nn.Module):
             for p in (self.concat_a, self.concat_b, self.concat_c):
                 nn.init.uniform_(p, -bound, bound)
 
-    def vectors(self, x: Tensor) -> list[Tensor]:
-        """(B, n) ids -> per vector group (emb groups, then pair groups) its vectors (B, m_g, w_g)."""
+    def vectors(self, x: Tensor) -> tuple[list[Tensor], dict[int, Tensor]]:
+        """(B, n) ids -> per vector group (emb groups, then pair groups) its materialised vectors (B, m_g, w_g)
+        (of a pair group its head `materialised[g]`), and per width k of a bilinear chunk the projected
+        fields a width-k pair reads, column-major (k, B, q_k)."""
         embs = [table(x.index_select(1, getattr(self, f"emb{g}_fields")) + getattr(self, f"emb{g}_offsets"))
                 for g, table in enumerate(self.tables)]  # [(B, m_g, d_g)]
-        groups = list(embs)
-        if self.layout.pair_groups:
-            proj = self._project(embs)  # [(m, B, K)] per proj group, field-major
-            prefixes: dict[int, Tensor] = {}  # k -> (B, q_k, k): the [:k] prefixes of the fields a width-k pair reads
-            for g, (func, k, _) in enumerate(self.layout.pair_groups):
-                left, right = getattr(self, f"pair{g}_left"), getattr(self, f"pair{g}_right")  # (m,), (m,)
-                if k not in prefixes:
-                    prefixes[k] = torch.cat([proj[q].transpose(0, 1)[:, :, :k] for q in self.prefix_groups[k]], 1)
-                pk = prefixes[k]  # (B, q_k, k)
-                ei, ej = pk.index_select(1, left), pk.index_select(1, right)  # (B, m, k) each, contiguous
-                if func == "concat":  # ê_i @ A[:k, :k] + c[:k] + ê_j @ B[:k, :k], on the pair's gathered rows only
-                    v = torch.addmm(self.concat_c[:k], ei.view(-1, k), self.concat_a[:k, :k])  # (B m, k)
-                    # in-place addmm_ is not autocast: align to v's dtype (bf16 under autocast; no-op in fp32)
-                    v = v.addmm_(ej.view(-1, k).to(v.dtype), self.concat_b[:k, :k].to(v.dtype)).view(ei.shape)
-                else:
-                    v = _ELEMENTWISE[func](ei, ej)  # (B, m, k)
-                groups.append(v)  # (B, m, k)
-        return groups
+        groups, columns = list(embs), {}
+        if not self.layout.pair_groups:
+            return groups, columns
+        proj = self._project(embs)  # [(m, B, K)] per proj group, field-major
+        for _, _, k, _, _ in self.bilinear:  # (k, B, q_k), fields in the order of `prefixes` below (one per k)
+            columns[k] = torch.cat([proj[q].permute(2, 1, 0)[:k] for q in self.prefix_groups[k]], 2).contiguous()
+        prefixes: dict[int, Tensor] = {}  # k -> (B, q_k, k): the [:k] prefixes of the fields a width-k pair reads
+        for g, (func, k, _) in enumerate(self.layout.pair_groups):
+            if not self.materialised[g]:  # read out by `_bilinear` only
+                groups.append(embs[0].new_empty(x.shape[0], 0, k))
+                continue
+            left, right = getattr(self, f"pair{g}_left"), getattr(self, f"pair{g}_right")  # (m,), (m,)
+            if k not in prefixes:
+                prefixes[k] = torch.cat([proj[q].transpose(0, 1)[:, :, :k] for q in self.prefix_groups[k]], 1)
+            pk = prefixes[k]  # (B, q_k, k)
+            ei, ej = pk.index_select(1, left), pk.index_select(1, right)  # (B, m, k) each, contiguous
+            if func == "concat":  # ê_i @ A[:k, :k] + c[:k] + ê_j @ B[:k, :k], on the pair's gathered rows only
+                v = torch.addmm(self.concat_c[:k], ei.view(-1, k), self.concat_a[:k, :k])  # (B m, k)
+                # in-place addmm_ is not autocast: align to v's dtype (bf16 under autocast; no-op in fp32)
+                v = v.addmm_(ej.view(-1, k).to(v.dtype), self.concat_b[:k, :k].to(v.dtype)).view(ei.shape)
+            else:
+                v = _ELEMENTWISE[func](ei, ej)  # (B, m, k)
+            groups.append(v)  # (B, m, k)
+        return groups, columns
 
     def _project(self, embs: list[Tensor]) -> list[Tensor]:
         """Projections of the fields in selected pairs, per (d, K) group, field-major: [(m, B, K)]."""
@@ -127,12 +177,38 @@ class CTRModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, n) int64 ids -> logits (B,)."""
-        groups = self.vectors(x)
+        groups, columns = self.vectors(x)
         o: Tensor | None = None
-        L = self.architecture.space.num_layers
         for layer, t in zip(self.mlp, self.layout.mlp_layers, strict=True):
             o = torch.relu(layer(torch.cat(self._inputs(groups, o, t), 1)))  # (B, h_t)
-        parts = self._inputs(groups, o, L)
-        if not parts:
-            return self.readout.bias.expand(x.shape[0])  # (B,)
-        return self.readout(torch.cat(parts, 1)).squeeze(1)  # (B,)
+        return self._readout(groups, columns, o, x.shape[0])
+
+    def _readout(self, groups: list[Tensor], columns: dict[int, Tensor], o: Tensor | None, batch: int) -> Tensor:
+        """The logit: the linear read-out of [o_{L-1}, the vectors at "out"], bilinear chunks by `_bilinear`."""
+        if not self.bilinear:
+            parts = self._inputs(groups, o, self.layout.num_layers)
+            if not parts:
+                return self.readout.bias.expand(batch)  # (B,)
+            return self.readout(torch.cat(parts, 1)).squeeze(1)  # (B,)
+        skip = {s for s, *_ in self.bilinear}
+        parts = [] if o is None else [o]
+        parts += [groups[g][:, a:b].flatten(1) for s, (g, a, b) in enumerate(self.slices[-1]) if s not in skip]
+        weight = self.readout.weight  # (1, fan_in)
+        if parts:
+            out = nn.functional.linear(torch.cat(parts, 1), weight.index_select(1, self.readout_dense_cols),
+                                       self.readout.bias).squeeze(1)  # (B,)
+        else:
+            out = self.readout.bias.expand(batch)  # (B,)
+        for s, _, k, start, end in self.bilinear:
+            out = out + _bilinear(columns[k], weight[0, start:end].view(-1, k), getattr(self, f"bilinear{s}_perm"))
+        return out
+
+
+def _bilinear(t: Tensor, w: Tensor, perm: Tensor) -> Tensor:
+    """sum_c sum_p w[p, c] t[c, :, i_p] t[c, :, j_p]: the read-out of the product pairs p = (i_p, j_p) of one
+    chunk. t (k, B, q) projected fields column-major, w (c, k) the read-out weights of the chunk's pairs, perm
+    (q q,) the row of w at (i, j) (c where no pair) -> (B,)."""
+    k, _, q = t.shape
+    m = torch.cat([w, w.new_zeros(1, k)]).index_select(0, perm)  # (q q, k)
+    m = m.t().reshape(k, q, q)  # (k, q, q): m[c, i, j] = w of pair (i, j) at column c
+    return (torch.bmm(t, m.to(t.dtype)) * t).sum((0, 2))  # (B,)

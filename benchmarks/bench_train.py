@@ -7,8 +7,8 @@ Both train DeepFM at the same sizes on the same in-memory batches of a 39-field 
 - `lightning`: `AutoIASRetrain(architecture="deepfm")` (the `CTRModel` of the `deepfm` baseline) under a
   `Trainer` without logger, checkpointing or progress bar;
 - `plain`: a hand-written DeepFM of exactly that structure and parameter count (fields into the MLP, every
-  pair's Hadamard product of projected embeddings read out at the logit) and a bare zero_grad / forward /
-  backward / step loop.
+  pair's Hadamard product of projected embeddings read out at the logit, computed as CTRModel does: bilinear
+  forms, no (B, P, k) tensor) and a bare zero_grad / forward / backward / step loop.
 The ratio lightning / plain is the framework's cost (target >= 0.9). `lightning_datamodule` adds the
 parquet stream (`CTRDataModule`) to the Lightning run: the full retraining path. Rates are the best of
 `--repeats` alternating runs (the machine may be shared).
@@ -23,7 +23,13 @@ in-memory batches, in this process:
   `fit` (sigmoid output, sum-reduced BCE + `get_regularization_loss()`, zero_grad / backward / Adam step)
   with l2_reg_embedding = l2_reg_linear = 0, and `deepctr_l2` with its defaults 1e-5 (which square whole
   tables every step), and `deepctr_fused_adam` (no L2, an Adam(fused=True) given to its compile).
-Ours uses configs/retrain.yaml's Adam arguments (lr, fused). Ratios ours / deepctr (target >= 1.5 at both
+Ours uses configs/retrain.yaml's Adam arguments (lr, fused).
+
+Multiply-adds per sample (`macs_per_sample`: `Architecture.num_macs` for `deepfm`, the reference's
+`num_macs` for `ref:deepfm`) times samples/s is each model's arithmetic rate; `arithmetic_rate.ratio` is
+the `lightning` deepfm's over `ours` ref:deepfm's at the same batch size (issue 21 target >= 0.6), when the
+reference runs at `--batch`; `ratio_per_cpu_second` the same with samples per CPU second of this process
+(with one thread, robust to other processes sharing the machine). Ratios ours / deepctr (target >= 1.5 at both
 batch sizes), ours_l2 / deepctr_l2 and ours / deepctr_fused_adam. Without deepctr_torch (the `ref` extra)
 its entries say why it is absent.
 """
@@ -62,15 +68,18 @@ L2_TIMED = 1e-2  # ours_l2's l2_embedding when configs/retrain.yaml sets none
 
 
 class PlainDeepFM(nn.Module):
-    """DeepFM as the `deepfm` baseline expresses it, written out: (B, n) ids -> logits (B,)."""
+    """DeepFM as the `deepfm` baseline expresses it, written out: (B, n) ids -> logits (B,). The pairs' read-out
+    sum_p w_p . (ê_i * ê_j) is computed as CTRModel does, per column c one bilinear form ê_c^T M_c ê_c (M_c
+    holds w_pc at (i, j)) in one bmm, so `ratio` compares the same arithmetic."""
 
     def __init__(self, vocab_sizes: list[int], dim: int, hidden: int, layers: int) -> None:
         super().__init__()
         n = len(vocab_sizes)
         self.register_buffer("offsets", torch.tensor([0, *vocab_sizes[:-1]]).cumsum(0))  # (n,)
         left, right = torch.triu_indices(n, n, 1)  # (P,), (P,)
-        self.register_buffer("left", left)
-        self.register_buffer("right", right)
+        perm = torch.full((n * n,), len(left), dtype=torch.long)  # (n n,) row of the pair weights at (i, j)
+        perm[left * n + right] = torch.arange(len(left))
+        self.register_buffer("perm", perm)
         self.embedding = nn.Embedding(sum(vocab_sizes), dim)
         nn.init.normal_(self.embedding.weight, 0.0, 0.01)
         self.projection = nn.Parameter(torch.empty(n, dim, dim).uniform_(-(dim**-0.5), dim**-0.5))  # (n, d, k)
@@ -78,13 +87,16 @@ class PlainDeepFM(nn.Module):
         pairs = zip(widths, widths[1:], strict=False)
         self.mlp = nn.Sequential(*[m for a, b in pairs for m in (nn.Linear(a, b), nn.ReLU())])
         self.readout = nn.Linear(hidden + len(left) * dim, 1)
+        self.hidden = hidden
 
     def forward(self, x: Tensor) -> Tensor:
         e = self.embedding(x + self.offsets)  # (B, n, d)
         deep = self.mlp(e.flatten(1))  # (B, H)
-        p = torch.einsum("bnd,ndk->bnk", e, self.projection)  # (B, n, k)
-        fm = p.index_select(1, self.left) * p.index_select(1, self.right)  # (B, P, k)
-        return self.readout(torch.cat([deep, fm.flatten(1)], 1)).squeeze(1)  # (B,)
+        w, k, n = self.readout.weight[0], self.projection.shape[2], e.shape[1]  # (H + P k,)
+        t = torch.bmm(e.transpose(0, 1), self.projection).permute(2, 1, 0).contiguous()  # (k, B, n)
+        m = torch.cat([w[self.hidden :].view(-1, k), w.new_zeros(1, k)]).index_select(0, self.perm)  # (n n, k)
+        fm = (torch.bmm(t, m.t().reshape(k, n, n)) * t).sum((0, 2))  # (B,)
+        return deep @ w[: self.hidden] + self.readout.bias + fm  # (B,)
 
 
 def plain_rate(model: nn.Module, batches: list[CTRBatch], warmup: int) -> float:
@@ -119,23 +131,31 @@ class Timer(Callback):
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.start, self.end, self.rows = warmup, 0.0, 0.0, 0
+        self.cpu_start, self.cpu_end = 0.0, 0.0
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: CTRBatch, i: int) -> None:
         if i == self.warmup:
-            self.start = time.perf_counter()
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, out: object, batch: CTRBatch,
                            i: int) -> None:
         if i >= self.warmup:
             self.rows += len(batch.labels)
-            self.end = time.perf_counter()
+            self.end, self.cpu_end = time.perf_counter(), time.process_time()
 
     @property
     def rate(self) -> float:
         return self.rows / (self.end - self.start)
 
+    @property
+    def cpu_rate(self) -> float:
+        """samples per CPU second of this process (1 thread: robust to other processes on the machine)."""
+        return self.rows / (self.cpu_end - self.cpu_start)
 
-def lightning_rate(module: AutoIASRetrain, steps: int, warmup: int, data: list[CTRBatch] | CTRDataModule) -> float:
+
+def lightning_rate(module: AutoIASRetrain, steps: int, warmup: int, data: list[CTRBatch] | CTRDataModule,
+                   cpu: list[float] | None = None) -> float:
+    """samples/s of `steps` Trainer steps (the first `warmup` not timed); appends samples per CPU s to `cpu`."""
     timer = Timer(warmup)
     trainer = Trainer(accelerator="cpu", devices=1, max_epochs=1, max_steps=steps, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -146,6 +166,8 @@ def lightning_rate(module: AutoIASRetrain, steps: int, warmup: int, data: list[C
             trainer.fit(module, datamodule=data)
         else:
             trainer.fit(module, train_dataloaders=Batches(data))
+    if cpu is not None:
+        cpu.append(timer.cpu_rate)
     return timer.rate
 
 
@@ -219,7 +241,8 @@ def reference_deepfm(args: argparse.Namespace, path: Path, schema: Schema) -> di
                               optimizer=lambda params: torch.optim.Adam(params, **adam))
 
     params = sum(p.numel() for p in ours(0.0).parameters())
-    out: dict[str, object] = {"dim": args.ref_dim, "hidden": hidden, "params": params, "ours_l2_embedding": l2,
+    out: dict[str, object] = {"dim": args.ref_dim, "hidden": hidden, "params": params,
+                              "macs_per_sample": ours(0.0).model.num_macs(), "ours_l2_embedding": l2,
                               "ours_adam": adam,
                               "deepctr": "absent: " + why if deepctr is None else deepctr.__version__}
     if deepctr is not None:
@@ -233,10 +256,11 @@ def reference_deepfm(args: argparse.Namespace, path: Path, schema: Schema) -> di
         if len(batches) < total:
             raise SystemExit(f"{path}: {len(batches)} batches of {batch}; need {total} (raise --rows)")
         rates: dict[str, list[float]] = {"ours": [], "ours_l2": []}
+        ours_cpu: list[float] = []
         if deepctr is not None:
             rates |= {"deepctr": [], "deepctr_l2": [], "deepctr_fused_adam": []}
         for _ in range(args.repeats):
-            rates["ours"].append(lightning_rate(ours(0.0), total, args.warmup, batches))
+            rates["ours"].append(lightning_rate(ours(0.0), total, args.warmup, batches, ours_cpu))
             rates["ours_l2"].append(lightning_rate(ours(l2), total, args.warmup, batches))
             if deepctr is not None:
                 for key, l2_theirs, fused in (("deepctr", 0.0, False), ("deepctr_l2", 1e-5, False),
@@ -246,6 +270,8 @@ def reference_deepfm(args: argparse.Namespace, path: Path, schema: Schema) -> di
                     rates[key].append(deepctr_rate(model, batches, args.warmup))
         best = {k: max(v) for k, v in rates.items()}
         row: dict[str, object] = {f"{k}_samples_per_s": round(v) for k, v in best.items()}
+        row["ours_macs_per_s"] = round(best["ours"] * out["macs_per_sample"])
+        row["ours_cpu_samples_per_s"] = round(max(ours_cpu))  # per CPU second of this process
         if deepctr is not None:
             row["ratio"] = round(best["ours"] / best["deepctr"], 3)
             row["ratio_l2"] = round(best["ours_l2"] / best["deepctr_l2"], 3)
@@ -295,17 +321,27 @@ def main() -> None:
     if params != sum(p.numel() for p in plain().parameters()):
         raise AssertionError("the plain DeepFM and the deepfm baseline differ in size")
     rates: dict[str, list[float]] = {"plain": [], "lightning": [], "lightning_datamodule": []}
+    lightning_cpu: list[float] = []
     for _ in range(args.repeats):
         rates["plain"].append(plain_rate(plain(), batches, args.warmup))
-        rates["lightning"].append(lightning_rate(retrain(), total, args.warmup, batches))
+        rates["lightning"].append(lightning_rate(retrain(), total, args.warmup, batches, lightning_cpu))
         dm = CTRDataModule(str(path), batch_size=args.batch, seed=0, num_workers=args.workers)
         rates["lightning_datamodule"].append(lightning_rate(retrain(), total, args.warmup, dm))
     best = {k: max(v) for k, v in rates.items()}
+    macs = retrain().model.architecture.num_macs()
     reference = None if args.no_reference else reference_deepfm(args, path, schema)
+    same_batch = (reference or {}).get(f"batch_{args.batch}")
+    arithmetic = {"deepfm_macs_per_s": round(best["lightning"] * macs)}
+    if same_batch:  # issue 21 target: >= 0.6
+        arithmetic["ref_deepfm_macs_per_s"] = same_batch["ours_macs_per_s"]
+        arithmetic["ratio"] = round(arithmetic["deepfm_macs_per_s"] / same_batch["ours_macs_per_s"], 3)
+        ref_cpu = same_batch["ours_cpu_samples_per_s"] * reference["macs_per_sample"]
+        arithmetic["ratio_per_cpu_second"] = round(max(lightning_cpu) * macs / ref_cpu, 3)  # a shared machine
     print(json.dumps({
         "bench": "train_deepfm",
         "fields": FIELDS,
         "params": params,
+        "macs_per_sample": macs,
         "batch_size": args.batch,
         "dim": args.dim,
         "hidden": [args.hidden] * args.layers,
@@ -316,6 +352,7 @@ def main() -> None:
         "lightning_datamodule_samples_per_s": round(best["lightning_datamodule"]),
         "ratio_datamodule": round(best["lightning_datamodule"] / best["plain"], 3),
         "all_runs": {k: [round(r) for r in v] for k, v in rates.items()},
+        "arithmetic_rate": arithmetic,
         "reference_deepfm": reference,
         "torch_threads": torch.get_num_threads(),
         "datamodule_workers": args.workers,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autoias_pl.baselines import baseline
 from autoias_pl.ctr_model import CTRModel
 from autoias_pl.space import Architecture, SearchSpace
 
@@ -65,3 +66,34 @@ def test_model_of_nothing_is_its_bias(space: SearchSpace) -> None:
 def test_architecture_attribute(space: SearchSpace) -> None:
     arch = archs(space, 1)[1]
     assert CTRModel(arch, VOCAB).architecture is arch
+
+
+def test_bilinear_readout_equals_materialised_pairs(space: SearchSpace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Product pairs at "out" read out as bilinear forms give the logits and gradients of the materialised
+    (B, m, k) route, on every model whose plan has a bilinear chunk."""
+    x = torch.stack([torch.randint(0, v, (32,)) for v in VOCAB], 1)  # (B, n)
+    g = torch.Generator().manual_seed(1)
+    product = space.functions.index("product")
+    candidates = [Architecture.from_indices(space, {
+        **{c: Architecture.uniform_random(space, g).indices(c) for c in ("emb", "hidden")},
+        "proj": [0] * space.num_pairs, "func": [product] * space.num_pairs, "select": [1] * (space.num_fields + space.num_pairs),
+        "insert": Architecture.uniform_random(space, g).indices("insert")}) for _ in range(6)]
+    candidates += [baseline(name, space) for name in ("fm", "deepfm")]
+    checked = 0
+    for arch in candidates:
+        fast = CTRModel(arch, VOCAB).double()
+        with monkeypatch.context() as m:
+            m.setattr(CTRModel, "bilinear_density", 0.0)
+            slow = CTRModel(arch, VOCAB).double()
+        assert not slow.bilinear
+        if not fast.bilinear:
+            continue
+        checked += 1
+        slow.load_state_dict(fast.state_dict())
+        a, b = fast(x), slow(x)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        a.square().sum().backward()
+        b.square().sum().backward()
+        for (name, p), q in zip(fast.named_parameters(), slow.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12, msg=lambda s, n=name: f"{n}: {s}")
+    assert checked >= 4

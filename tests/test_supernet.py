@@ -412,3 +412,16 @@ def test_teacher_trains_with_adam() -> None:
     with torch.no_grad():
         end = F.binary_cross_entropy_with_logits(net(x, teacher), y).item()
     assert end < 0.85 * start, (start, end)
+
+
+def test_export_matches_supernet_on_bilinear_readouts(space: SearchSpace) -> None:
+    """Product pairs read out at "out" go through CTRModel's bilinear read-out (never materialised): FM,
+    DeepFM, and a product group split between a hidden layer (materialised head) and "out" (bilinear tail)."""
+    net, x = parity_net(space, torch.float64), ids(VOCAB6, 16)
+    n, p, out = space.num_fields, space.num_pairs, space.output_layer
+    product, allf, allp = space.functions.index("product"), list(range(n)), list(range(p))
+    for arch in (make(space, allf, allp, out, out, func=product), make(space, allf, allp, 0, out, func=product),
+                 make(space, allf, allp, 1, [1 if q < 3 else out for q in allp], func=product, seed=1)):
+        model = export(net, arch)
+        assert model.bilinear, arch.summary()
+        torch.testing.assert_close(model(x), net(x, arch), rtol=0, atol=PARITY[torch.float64][1])
