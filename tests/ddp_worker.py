@@ -113,7 +113,7 @@ def arch_hash(arch: Architecture) -> str:
 class RecordingSearch(AutoIASSearch):
     """AutoIASSearch that records the hash of every architecture it samples (students and rewards)."""
 
-    def __init__(self, *args, **kwargs) -> None:  # test helper only; the real module takes typed args
+    def __init__(self, *args, **kwargs) -> None:  # test helper only; the real module takes typed configs
         super().__init__(*args, **kwargs)
         self.sampled: list[str] = []
         sample = self.generator.sample
@@ -127,7 +127,7 @@ class RecordingSearch(AutoIASSearch):
 
     def sample_students(self, step: int) -> list[Architecture]:
         archs = super().sample_students(step)
-        if self.sampler == "uniform" or step < self.warmup_batches:
+        if not self.proposer.learns or step < self.warmup_batches:  # uniform draws (generator draws: above)
             self.sampled += [arch_hash(a) for a in archs]
         return archs
 
@@ -147,9 +147,9 @@ def main() -> None:
     train, val = tiny_data(4096, seed=0), tiny_data(2048, seed=1)
     dm = MemoryDataModule(train, val, batch_size=128, reward_stream=args.reward_stream, reward_batch_size=256,
                           eval_batch_size=512)
-    model = RecordingSearch(
+    model = RecordingSearch.from_flat(
         [f"C{i}" for i in range(5)], [16] * 5, emb_dims=(2, 4), proj_dims=(2, 4), num_layers=2,
-        hidden_units=(4, 8), num_students=3, num_reward_archs=4, warmup_batches=1,
+        hidden_units=(4, 8), num_students=3, num_reward_archs=4, warmup_epochs=1 / args.batches,  # 1 batch
         reward_rows=0 if args.reward_stream else 1024, baseline="leave_one_out", reward_scaling=True,
         entropy_weight=0.01, cost_weight=0.01)
     trainer = Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(find_unused_parameters=True,
