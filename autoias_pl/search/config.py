@@ -178,6 +178,21 @@ def to_dict(config: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
 
 
+def nested_name(flat: str) -> str:
+    """The dotted name of a flat keyword under `model.init_args` ("num_reward_archs" -> "reward.num_archs");
+    names that are not a config's field (seed, the optimizers) stay as they are."""
+    owner = {f.name: (key, f.name) for key, cls in CONFIGS.items() for f in fields(cls)} | _RENAMED
+    return ".".join(owner[flat]) if flat in owner else flat
+
+
+def flat_from_nested(init_args: dict[str, Any]) -> dict[str, Any]:
+    """The configs' sections of a YAML recipe's `model.init_args` as flat keywords (the inverse of
+    `recipe_from_flat`): {"reward": {"num_archs": 16}} -> {"num_reward_archs": 16}."""
+    renamed = {v: k for k, v in _RENAMED.items()}
+    return {renamed.get((key, name), name): value for key in CONFIGS
+            for name, value in (init_args.get(key) or {}).items()}
+
+
 def recipe_from_flat(**flat: Any) -> dict[str, Any]:
     """Flat keywords (`emb_dims=(4, 8)`, `num_reward_archs=4`, `seed=1`, ...) -> the keyword arguments of
     `AutoIASSearch` (`space=SpaceConfig(...)`, `reward=RewardConfig(...)`, `seed=1`). Names that are not a
@@ -197,4 +212,4 @@ def recipe_from_flat(**flat: Any) -> dict[str, Any]:
 
 
 __all__ = ["CONFIGS", "DistillConfig", "GeneratorConfig", "RewardConfig", "ScheduleConfig", "SpaceConfig",
-           "SupernetConfig", "as_config", "recipe_from_flat", "to_dict"]
+           "SupernetConfig", "as_config", "flat_from_nested", "nested_name", "recipe_from_flat", "to_dict"]
