@@ -132,7 +132,7 @@ def test_students_depend_on_seed_and_batch_only() -> None:
     assert a.sample_students(5) == b.sample_students(5)
     assert a.sample_students(5) != a.sample_students(6) and a.sample_students(5) != c.sample_students(5)
     warm = make(seed=3)
-    warm.warmup_batches = 10  # what fit start sets from schedule.warmup_epochs
+    warm.warmup_batches = 10  # what train start sets from schedule.warmup_epochs
     assert warm.sample_students(5) != a.sample_students(5)  # uniform in warm-up
 
 

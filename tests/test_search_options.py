@@ -243,7 +243,7 @@ def test_in_warmup_until_the_first_batch_after_it() -> None:
     """The CLI's early stopping and best checkpoint skip validations while `in_warmup` (autoias_pl/callbacks.py):
     a validation right at the end of the warm-up comes before any generator step."""
     module = make()
-    module.warmup_batches = 4  # what fit start sets from schedule.warmup_epochs
+    module.warmup_batches = 4  # what train start sets from schedule.warmup_epochs
     for count, warm in ((0, True), (4, True), (5, False)):
         module.batch_count.fill_(count)
         assert module.in_warmup is warm

@@ -144,7 +144,7 @@ class RewardConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     """When the generator starts: after `warmup_epochs` epochs (a float: 0.5 is half an epoch) of uniform
-    students and no generator step; the module turns it into batches at fit start."""
+    students and no generator step; the module turns it into batches at train start."""
 
     warmup_epochs: float = 0.0
 

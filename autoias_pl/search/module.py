@@ -12,7 +12,7 @@ Per training batch (`training_step`):
    kept (`best_scored`); the generator then takes a REINFORCE step (eq. 20-23; random search takes none).
    Skipped on reward rows of a single class.
 
-The warm-up is `schedule.warmup_epochs` (a float), turned into batches at fit start. `trainer.global_step`
+The warm-up is `schedule.warmup_epochs` (a float), turned into batches at train start. `trainer.global_step`
 counts optimizer steps: 3 per batch (2 during warm-up or for random search); the module counts batches in its
 `batch_count` buffer (checkpointed). Configure runs with max_epochs and val_check_interval, not max_steps.
 
@@ -132,7 +132,7 @@ class AutoIASSearch(LightningModule):
         self.shaper = RewardShaper(self.reward.baseline, self.reward.alpha_tau, self.reward.scaling)
         self.register_buffer("batch_count", torch.zeros((), dtype=torch.long))
         self.teacher = Architecture.teacher(self.space)
-        self.warmup_batches = 0  # schedule.warmup_epochs in batches, set at fit start (`on_fit_start`)
+        self.warmup_batches = 0  # schedule.warmup_epochs in batches, set at train start (`on_train_start`)
         self.val_metrics = ctr_metrics("val/")
         self.best_score = -math.inf  # best val/score (val/auc - cost term)
         self.best_architecture: Architecture | None = None
@@ -167,7 +167,6 @@ class AutoIASSearch(LightningModule):
     def on_fit_start(self) -> None:
         trainer = self.trainer
         self._best_path = run_dir(trainer) / BEST_ARCH_FILE  # all ranks
-        self.warmup_batches = self._warmup_batches(trainer)
         rows = self.reward.rows
         if rows > 0 and self._reward_set is None:
             dm = self.trainer.datamodule
@@ -176,15 +175,18 @@ class AutoIASSearch(LightningModule):
                                  "(CTRDataModule), or call set_reward_set(batch) before fit")
             self.set_reward_set(dm.reward_set(rows))
 
-    def _warmup_batches(self, trainer: Any) -> int:
+    def on_train_start(self) -> None:
         """schedule.warmup_epochs in training batches: round(epochs x batches per epoch), from the train loader
-        as the trainer limits it (limit_train_batches). Counted on `batch_count` (one per batch, whatever the
+        as the trainer limits it (limit_train_batches), known once the fit loop has set it up (after the sanity
+        check, which validates the untrained candidate; setting the loader up earlier would break an exact
+        mid-epoch resume). Counted on `batch_count` (one per batch, whatever the
         optimizer steps; a checkpointed buffer), so a resumed run keeps the same warm-up."""
+        self.warmup_batches = self._warmup_batches(self.trainer.num_training_batches)
+
+    def _warmup_batches(self, per_epoch: float) -> int:
         epochs = self.schedule.warmup_epochs
         if epochs == 0:
             return 0
-        _ = trainer.estimated_stepping_batches  # sets up the train loader (public; Lightning does it once)
-        per_epoch = trainer.num_training_batches
         if not math.isfinite(per_epoch):
             raise ValueError(f"schedule.warmup_epochs={epochs} needs a train loader with a length "
                              "(or limit_train_batches as a number of batches)")
