@@ -3,9 +3,9 @@
     python -m autoias_pl.ablations --data DIR --out DIR [--budget-minutes N] [--seeds K]
                                    [--studies beta,students,sampler,reward_archs]
 
-Every run is the current search (`AutoIASSearch`) on the whole-space CPU recipe `BASE` (the one place its
-settings live; `benchmarks/search_vs_random.py` imports SPACE and RECIPE from here), with one study's
-setting changed (`STUDIES`):
+Every run is the current search (`AutoIASSearch`) on the whole-space CPU recipe, configs/search/cpu.yaml (read
+into `BASE["model"]` as flat keywords; the plan sets the run's length and warm-up), launched as `autoias fit`
+launches it (`autoias_pl.cli.build_search`), with only what a study varies overridden (`STUDIES`):
 
 - beta (4.4.1, Fig. 3): the soft/hard weight of the students' KD loss, 0 = no KD;
 - students (4.4.2, Fig. 4): the number N of students trained per batch;
@@ -15,7 +15,8 @@ setting changed (`STUDIES`):
   baseline of eq. 23 for every M: the recipe's leave-one-out baseline is undefined at M = 1).
 
 All runs of a plan train the same number of rows (equal budget), validated at the same `checks` points,
-the first `warmup_fraction` of the batches with uniform students and no generator step. `--budget-minutes`
+the first `warmup_fraction` of the batches with uniform students and no generator step (its validation points
+score the teacher: their candidate val AUC is NaN, left out of the AUC statistics). `--budget-minutes`
 sizes them: the pieces of a search step are timed on the data (`calibrate`), and the largest number of
 batches is taken for which the estimated time of all runs to do fits (`size_runs`; over several epochs
 only if the training split is too small). `--train-rows` sets the rows instead; `--plan-only` prints the
@@ -56,35 +57,34 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from autoias_pl.auc import auc
 from autoias_pl.data.batch import CTRBatch
-from autoias_pl.data.datamodule import CTRDataModule
 from autoias_pl.data.schema import Schema
 from autoias_pl.data.stream import read_rows
 from autoias_pl.errors import run_main
 from autoias_pl.io import atomic_write, atomic_write_text, read_json
 from autoias_pl.search import AutoIASSearch
+from autoias_pl.search.config import flat_from_nested, nested_name, recipe_from_flat
 from autoias_pl.space import Architecture, SearchSpace
 
-# ----- the base recipe: the whole-space CPU search (all four interaction functions) -----
-SPACE: dict[str, Any] = {"emb_dims": (4, 8, 16), "proj_dims": (4, 8, 16),
-                         "functions": ("product", "concat", "plus", "max"), "num_layers": 2,
-                         "hidden_units": (16, 32, 64)}
-RECIPE: dict[str, Any] = {"reward_rows": 8192, "baseline": "leave_one_out", "reward_scaling": True,
-                          "entropy_weight": 0.01, "cost_weight": 0.0, "init_std": 0.1, "pair_decision": "joint",
-                          "num_reward_archs": 16, "teacher_functions": "uniform"}
+# ----- the base recipe: configs/search/cpu.yaml, the whole-space CPU search (all four interaction functions) -----
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+RECIPE_FILE = "search/cpu.yaml"
+_CPU = yaml.safe_load((CONFIGS / RECIPE_FILE).read_text())
+SPACE: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in _CPU["model"]["init_args"]["space"].items()}
 BASE: dict[str, Any] = {
-    "model": {**SPACE, **RECIPE, "num_students": 9, "beta": 0.5, "sampler": "generator"},
-    "supernet_lr": 1e-2,  # Adam; the generator keeps the module's default (Adam, 1e-3)
-    "batch_size": 512,
+    # the recipe as flat keywords (search/config.py); the warm-up is the plan's `warmup_fraction` instead
+    "model": {k: v for k, v in flat_from_nested(_CPU["model"]["init_args"]).items() if k != "warmup_epochs"},
+    "supernet_lr": _CPU["model"]["init_args"]["supernet_optimizer"]["init_args"]["lr"],  # the recipe's (reported)
+    "batch_size": int(_CPU["data"]["batch_size"]),
     "warmup_fraction": 0.2,  # uniform students, no generator step, for the first 20% of the batches
     "checks": 8,  # validation points per run
     "eval_rows": 4096,  # fixed validation rows of the student loss
@@ -92,11 +92,18 @@ BASE: dict[str, Any] = {
     "eval_seed": 2021,
 }
 
+
+def _students(n: int) -> dict[str, Any]:
+    """N students, of which the recipe's share stays uniform (cpu.yaml: 4 of 9)."""
+    m = BASE["model"]
+    return {"num_students": n, "uniform_students": round(n * m["uniform_students"] / m["num_students"])}
+
+
 # study -> (the paper's values, value -> overrides of BASE["model"])
 STUDIES: dict[str, tuple[list[Any], Callable[[Any], dict[str, Any]]]] = {
     "beta": ([0.0, 0.25, 0.5, 0.75, 1.0], lambda v: {"beta": float(v)}),
-    "students": ([1, 3, 5, 9, 15], lambda v: {"num_students": int(v)}),
-    "sampler": (["generator", "uniform"], lambda v: {"sampler": str(v), "beta": 0.0, "num_students": 1}),
+    "students": ([1, 3, 5, 9, 15], lambda v: _students(int(v))),
+    "sampler": (["generator", "uniform"], lambda v: {"sampler": str(v), "beta": 0.0, **_students(1)}),
     "reward_archs": ([1, 2, 4, 8], lambda v: {"num_reward_archs": int(v), "baseline": "ema"}),
 }
 TITLES = {"beta": "4.4.1 knowledge distillation: soft/hard weight beta (Fig. 3)",
@@ -172,9 +179,9 @@ class StudentLoss(Callback):
         if trainer.sanity_checking:
             return
         assert isinstance(module, AutoIASSearch)
-        metrics = trainer.callback_metrics
+        metrics, nan = trainer.callback_metrics, float("nan")  # no val/* in the warm-up: no candidate yet
         point = {"rows": int(module.batch_count) * self.batch_size, "student_loss": self.student_loss(module),
-                 "val_auc": float(metrics["val/auc"]), "val_logloss": float(metrics["val/logloss"])}
+                 "val_auc": float(metrics.get("val/auc", nan)), "val_logloss": float(metrics.get("val/logloss", nan))}
         self.points.append(point)
         done = point["rows"] / max(self.total_rows, 1)
         bar = "#" * round(20 * done) + "." * (20 - round(20 * done))
@@ -211,19 +218,16 @@ def quiet_lightning() -> Iterator[None]:
 def train_one(data: Path, schema: Schema, settings: dict[str, Any], seed: int, sizing: Sizing,
               base: dict[str, Any], label: str) -> dict[str, Any]:
     """One search run: its curve (a point per validation), the final candidate and its test AUC."""
+    from autoias_pl.cli import build_search
+
     start = time.perf_counter()
-    module = AutoIASSearch(schema.field_names, schema.vocab_sizes, schema.hash, seed=seed,
-                           warmup_batches=sizing.warmup_batches,
-                           supernet_optimizer=partial(torch.optim.Adam, lr=float(base["supernet_lr"])), **settings)
-    fixed = read_rows(data, "val", int(base["eval_rows"]))
-    curve = StudentLoss(eval_archs(module.space, base), fixed, sizing.batch_size, label, sizing.rows)
-    dm = CTRDataModule(str(data), batch_size=sizing.batch_size, eval_batch_size=8192, seed=seed)
     with tempfile.TemporaryDirectory(prefix="autoias-ablation-") as root, quiet_lightning():
-        trainer = Trainer(accelerator="cpu", devices=1, max_epochs=sizing.epochs,
-                          limit_train_batches=sizing.batches_per_epoch, val_check_interval=sizing.val_every,
-                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=[curve],
-                          default_root_dir=root)
+        module, dm, trainer = build_search([CONFIGS / "data/synthetic.yaml", CONFIGS / RECIPE_FILE,
+                                            CONFIGS / "trainer/cpu.yaml"], run_overrides(data, settings, seed, sizing, root))
+        assert isinstance(module, AutoIASSearch)
+        fixed = read_rows(data, "val", int(base["eval_rows"]))
+        curve = StudentLoss(eval_archs(module.space, base), fixed, sizing.batch_size, label, sizing.rows)
+        trainer.callbacks.append(curve)
         trainer.fit(module, datamodule=dm)
     final = module.candidate()
     test = read_rows(data, "test", schema.rows["test"])
@@ -232,6 +236,23 @@ def train_one(data: Path, schema: Schema, settings: dict[str, Any], seed: int, s
     return {"curve": curve.points, "test_auc": test_auc, "final_architecture": final.summary(),
             "archs_scored": module.archs_scored, "seconds": time.perf_counter() - start,
             "hparams": {k: v for k, v in module.hparams.items() if k not in ("field_names", "vocab_sizes")}}
+
+
+def run_overrides(data: Path, settings: dict[str, Any], seed: int, sizing: Sizing, root: str) -> list[str]:
+    """The `autoias fit` overrides of one run: the data and seed, the recipe's values that `settings` changes
+    (and nothing else), the plan's length, validation points and warm-up; no logger, no checkpoint files, no
+    early stop (every run trains the plan's rows)."""
+    changed = [f"--model.init_args.{nested_name(k)}={v if isinstance(v, str) else json.dumps(v)}"
+               for k, v in settings.items() if BASE["model"].get(k) != v]
+    return [f"--data.data_dir={data}", f"--data.batch_size={sizing.batch_size}", "--data.eval_batch_size=8192",
+            f"--data.seed={seed}", f"--seed_everything={seed}", f"--model.init_args.seed={seed}", *changed,
+            f"--model.init_args.schedule.warmup_epochs={sizing.warmup_batches / sizing.batches_per_epoch!r}",
+            f"--trainer.max_epochs={sizing.epochs}", f"--trainer.limit_train_batches={sizing.batches_per_epoch}",
+            f"--trainer.val_check_interval={sizing.val_every}", "--trainer.logger=false",
+            f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false", "--trainer.num_sanity_val_steps=0",
+            "--checkpoint.save_top_k=0", "--checkpoint.save_last=false",
+            f"--early_stopping.patience={sizing.checks + 1}"]
 
 
 # ----- the cost model: sizing and estimates -----
@@ -245,7 +266,7 @@ class Costs:
     forward_row: float
 
     def run_seconds(self, settings: dict[str, Any], sizing: Sizing, schema: Schema, base: dict[str, Any]) -> float:
-        reward_rows = min(int(settings["reward_rows"]), schema.rows["val"])
+        reward_rows = min(int(settings["reward_rows"]), schema.rows["val"])  # flat keywords (BASE["model"])
         per_batch = self.teacher_step + settings["num_students"] * self.student_step
         scoring = settings["num_reward_archs"] * reward_rows * self.forward_row
         validation = (schema.rows["val"] + base["eval_archs"] * min(base["eval_rows"], schema.rows["val"])) * self.forward_row
@@ -256,8 +277,8 @@ class Costs:
 def calibrate(data: Path, schema: Schema, base: dict[str, Any], repeats: int = 5) -> Costs:
     """Time the pieces of a search step on this data and machine: the median of `repeats` rounds over 4
     fixed architectures (a few seconds; the median, as other processes may share the cores)."""
-    module = AutoIASSearch(schema.field_names, schema.vocab_sizes, schema.hash, **base["model"])
-    opt = torch.optim.Adam(module.supernet.parameters(), lr=float(base["supernet_lr"]))
+    module = AutoIASSearch(schema.field_names, schema.vocab_sizes, schema.hash, **recipe_from_flat(**base["model"]))
+    opt = torch.optim.Adam(module.supernet.parameters(), lr=1e-2)  # timing only: the rate does not matter
     batch = read_rows(data, "train", int(base["batch_size"]))
     rows = read_rows(data, "val", 8192).features  # (R, n)
     archs = eval_archs(module.space, base)[:4]
@@ -342,6 +363,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def _scored(curve: list[dict[str, Any]]) -> list[float]:
+    """The candidate val AUCs of a curve's points after the warm-up (those in it are NaN: no candidate)."""
+    return [p["val_auc"] for p in curve if not math.isnan(p["val_auc"])]
+
+
 def summarize(records: list[dict[str, Any]], planted: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Per study, per value (in the study's order): mean and std over seeds of the final and curve-mean
     student loss, the final, best and test AUC of the candidate, how many of the `planted` pairs (names
@@ -358,8 +384,8 @@ def summarize(records: list[dict[str, Any]], planted: list[str]) -> dict[str, li
                 "final_student_loss": [r["curve"][n - 1]["student_loss"] for r in mine],
                 "mean_student_loss": [statistics.mean(p["student_loss"] for p in r["curve"][:n]) for r in mine],
                 "final_val_auc": [r["curve"][n - 1]["val_auc"] for r in mine],
-                "best_val_auc": [max(p["val_auc"] for p in r["curve"][:n]) for r in mine],
-                "mean_val_auc": [statistics.mean(p["val_auc"] for p in r["curve"][:n]) for r in mine],
+                "best_val_auc": [max(_scored(r["curve"][:n])) for r in mine],
+                "mean_val_auc": [statistics.mean(_scored(r["curve"][:n])) for r in mine],
                 "test_auc": [r["test_auc"] for r in mine],
                 "planted_selected": [float(len(set(r["final_architecture"]["selected_pairs"]) & set(planted)))
                                      for r in mine],
@@ -524,7 +550,7 @@ def write_outputs(out: Path, data: Path, schema: Schema, plan: dict[str, Any], w
              f"{schema.rows['train']:,} training rows, {len(schema.field_names)} fields; every run trains "
              f"{sizing['rows']:,} rows ({sizing['epochs']} epoch(s) of {sizing['batches_per_epoch']} batches of "
              f"{sizing['batch_size']}, uniform warm-up of {sizing['warmup_batches']} batches), validated every "
-             f"{sizing['val_every']} batches. Base recipe `autoias_pl.ablations.BASE`: "
+             f"{sizing['val_every']} batches. Base recipe configs/search/cpu.yaml (`autoias_pl.ablations.BASE`): "
              f"`{json.dumps(plan['base']['model'])}`, supernet Adam lr {plan['base']['supernet_lr']}.", "",
              f"Student val loss: the supernet's mean BCE on the first {plan['base']['eval_rows']:,} validation rows of "
              f"{plan['base']['eval_archs']} fixed uniformly drawn architectures. Candidate: the searched architecture "

@@ -8,8 +8,9 @@
 The model is chosen by `model.class_path` (`autoias_pl.search.AutoIASSearch` or
 `autoias_pl.retrain.AutoIASRetrain`); its `field_names`, `vocab_sizes` and `schema_hash` come from the
 data (`CTRDataModule`), never typed twice. Every run logs to TensorBoard, saves its resolved config,
-checkpoints `last.ckpt` and `best.ckpt` (on val/auc), stops early on val/auc (a search: counting
-validations after its warm-up only, `WarmupAwareEarlyStopping`) and is seeded.
+checkpoints `last.ckpt` and `best.ckpt` (on val/auc), stops early on val/auc (a search: both counting
+validations after its warm-up only, `WarmupAwareModelCheckpoint` and `WarmupAwareEarlyStopping`) and is
+seeded. `build_search` (search/launch.py) builds the same run from Python without running it.
 """
 
 from __future__ import annotations
@@ -17,20 +18,21 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import (
-    LearningRateMonitor,
-    ModelCheckpoint,
-    ProgressBar,
-    RichProgressBar,
-)
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from autoias_pl.cli_callbacks import ParquetPredictionWriter, StageConfigCallback, WarmupAwareEarlyStopping
+from autoias_pl.cli_callbacks import (
+    ParquetPredictionWriter,
+    StageConfigCallback,
+    WarmupAwareEarlyStopping,
+    WarmupAwareModelCheckpoint,
+)
 from autoias_pl.data.datamodule import CTRDataModule
 from autoias_pl.errors import KNOWN_ERRORS, run_main
 
@@ -45,7 +47,7 @@ class AutoIASCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in LINKED:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(WarmupAwareModelCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val/auc",
             "checkpoint.mode": "max",
@@ -77,7 +79,8 @@ class AutoIASCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Adds a rich progress bar (unless disabled or another one is configured) and, with a logger, an
         LR monitor."""
-        config = self._get(self.config_init, "trainer", default={})
+        init = self.config_init[self.subcommand] if self.subcommand else self.config_init  # run=False: no subcommand
+        config = init.get("trainer") or {}
         callbacks = list(config.get("callbacks") or [])
         if config.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
@@ -130,7 +133,20 @@ def run(args: list[str] | None = None) -> AutoIASCLI:
         return _cli(args)
 
 
-def _cli(args: list[str] | None) -> AutoIASCLI:
+def build_search(config_files: Sequence[str | Path], overrides: Sequence[str] = ()
+                 ) -> tuple[LightningModule, CTRDataModule, Trainer]:
+    """The one way to set up a search (or retrain) run from Python: the YAML recipes `config_files` in order,
+    then `overrides` (`"--model.init_args.reward.num_archs=8"`, `"--trainer.max_epochs=3"`), parsed and
+    linked exactly as `autoias fit -c ... -c ... <overrides>` does, but not run: returns (model, datamodule,
+    trainer) with the CLI's callbacks, logger and saved config; `trainer.fit(model, datamodule=datamodule)`
+    runs it. The demo, the ablations, the benchmarks and the proof test all start here."""
+    args = [f"--config={f}" for f in config_files] + list(overrides)
+    with _programmatic(args):
+        cli = _cli(args, run=False)
+    return cli.model, cli.datamodule, cli.trainer
+
+
+def _cli(args: list[str] | None, run: bool = True) -> AutoIASCLI:
     return AutoIASCLI(
         LightningModule,
         CTRDataModule,
@@ -147,6 +163,7 @@ def _cli(args: list[str] | None) -> AutoIASCLI:
             },
         },
         args=args,
+        run=run,
     )
 
 

@@ -1,29 +1,64 @@
-"""Callbacks of the CLI: the parquet prediction writer, the per-stage config saver and the early stopping
-that waits for a search's warm-up."""
+"""Callbacks of the CLI: the parquet prediction writer, the per-stage config saver, and the early stopping and
+best checkpoint that wait for a search's warm-up."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping
+from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 
 from autoias_pl.io import atomic_write_parquet, run_dir
 
 
+def _in_warmup(module: LightningModule) -> bool:
+    return bool(getattr(module, "in_warmup", False))
+
+
 class WarmupAwareEarlyStopping(EarlyStopping):
     """EarlyStopping that ignores the validations a module makes while its `in_warmup` is true (the search's
-    uniform warm-up: its candidate is the untrained generator's architecture). Patience counts validations
-    after the warm-up only, so a high val/score early in the warm-up cannot end the run before the generator
-    has learnt; the best architecture is still kept from every validation. Other modules: EarlyStopping."""
+    uniform warm-up: no candidate exists yet, the validation scores the teacher and logs no val/score).
+    Patience counts validations after the warm-up only. Other modules: EarlyStopping. (Both hooks where
+    EarlyStopping may check: after validation, or at the end of the training epoch.)"""
 
-    def _should_skip_check(self, trainer: Trainer) -> bool:
-        return super()._should_skip_check(trainer) or bool(getattr(trainer.lightning_module, "in_warmup", False))
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not _in_warmup(pl_module):
+            super().on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not _in_warmup(pl_module):
+            super().on_train_epoch_end(trainer, pl_module)
+
+
+class WarmupAwareModelCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that keeps no top-k ("best") checkpoint of a validation made while the module's
+    `in_warmup` is true (nothing is monitored then: a search logs val/score after its warm-up only); the last
+    checkpoint is still saved, so an interrupted warm-up resumes. Other modules: ModelCheckpoint."""
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        with self._last_only(pl_module):
+            super().on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        with self._last_only(pl_module):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    @contextmanager
+    def _last_only(self, pl_module: LightningModule) -> Iterator[None]:
+        """save_top_k = 0 (no monitored checkpoint, no monitor lookup) while the module is in its warm-up."""
+        k = self.save_top_k
+        if _in_warmup(pl_module):
+            self.save_top_k = 0
+        try:
+            yield
+        finally:
+            self.save_top_k = k
 
 
 class ParquetPredictionWriter(BasePredictionWriter):

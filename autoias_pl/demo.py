@@ -46,7 +46,6 @@ MARKER = ".autoias-demo"  # marks a folder the demo owns (and may wipe on the ne
 # learnable by the supernet on a CPU.
 VOCAB_RANGE = (50, 500)
 PAIR_RANK = 1
-WARMUP_EPOCHS = 8  # configs/search/cpu.yaml: uniform students until the supernet has learnt every function
 
 
 @dataclass
@@ -108,19 +107,25 @@ def common(args: argparse.Namespace, data: Path, out: Path, version: str) -> lis
     return o + (["--trainer.enable_progress_bar=false"] if args.no_progress_bar else [])
 
 
+SEARCH_CONFIGS = ["data/synthetic.yaml", "search/cpu.yaml", "trainer/cpu.yaml"]  # the recipe, warm-up included
+
+
 def search(args: argparse.Namespace, data: Path, out: Path) -> tuple[Path, float]:
-    batch = 512  # configs/search/cpu.yaml's
-    warmup = WARMUP_EPOCHS * (Schema.load(data).rows["train"] // batch)  # the uniform warm-up
-    overrides = common(args, data, out, "search") + [f"--model.init_args.seed={args.seed}",
-                                                     f"--model.init_args.warmup_batches={warmup}"]
+    """configs/search/cpu.yaml as it is (its warm-up is in epochs: nothing to recompute for this data), through
+    `build_search` (the run `autoias fit` makes); --quick shrinks it for tests."""
+    from autoias_pl.cli import build_search
+
+    overrides = common(args, data, out, "search") + [f"--model.init_args.seed={args.seed}"]
     if args.search_epochs is not None:
         overrides.append(f"--trainer.max_epochs={args.search_epochs}")
-    if args.quick:  # the generator learns from the first batches (a warm-up epoch would leave it untrained)
-        overrides += ["--model.init_args.reward_rows=1024", "--model.init_args.num_students=3",
-                      "--model.init_args.uniform_students=1", "--model.init_args.num_reward_archs=4",
-                      "--model.init_args.warmup_batches=3"]
+    if args.quick:  # the generator learns after 3 of ~32 batches (a warm-up epoch would leave it untrained)
+        overrides += ["--model.init_args.reward.rows=1024", "--model.init_args.distill.num_students=3",
+                      "--model.init_args.distill.uniform_students=1", "--model.init_args.reward.num_archs=4",
+                      "--model.init_args.schedule.warmup_epochs=0.1"]
+    print("\n$ autoias fit " + " ".join(f"-c configs/{c}" for c in SEARCH_CONFIGS) + " " + " ".join(overrides))
     start = time.perf_counter()
-    cli("fit", ["data/synthetic.yaml", "search/cpu.yaml", "trainer/cpu.yaml"], overrides)
+    model, datamodule, trainer = build_search([CONFIGS / c for c in SEARCH_CONFIGS], overrides)
+    trainer.fit(model, datamodule=datamodule)
     seconds = time.perf_counter() - start
     path = out / "search" / "best_architecture.json"
     if not path.is_file():

@@ -193,7 +193,7 @@ def main() -> None:
         schema = synthesize(data, rows, args.fields, planted_pairs=10, seed=0)
         dm = MemoryDataModule(read_rows(data, "train", rows), read_rows(data, "val", rows),
                               batch_size=args.batch_size)
-    model = PhaseRecorded(schema.field_names, schema.vocab_sizes, schema.hash, reward_rows=2048, **SPACE)
+    model = PhaseRecorded.from_flat(schema.field_names, schema.vocab_sizes, schema.hash, reward_rows=2048, **SPACE)
     prof = StepProfiler(args.warmup)
     Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=batches, limit_val_batches=0, logger=False,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

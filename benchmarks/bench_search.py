@@ -57,8 +57,8 @@ class BatchTimer(Callback):
 
 def time_module(cls: type[AutoIASSearch], schema: Schema, dm: MemoryDataModule, batches: int, warmup: int,
                 fused: bool = False, **kw: Any) -> float:
-    model = cls(schema.field_names, schema.vocab_sizes, schema.hash, reward_rows=2048, **SPACE,
-                supernet_optimizer=partial(torch.optim.Adam, lr=1e-3, fused=fused), **kw)
+    model = cls.from_flat(schema.field_names, schema.vocab_sizes, schema.hash, reward_rows=2048, **SPACE,
+                          supernet_optimizer=partial(torch.optim.Adam, lr=1e-3, fused=fused), **kw)
     timer = BatchTimer()
     Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=warmup + batches, limit_val_batches=0,
             logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -222,8 +222,8 @@ class Check:
 
 def supernet_runs(check: Check, cfg: dict[str, Any], train: CTRBatch, val: CTRBatch) -> None:
     """Teacher step and full search step, fp32 and bf16, per batch size: one supernet reused by every run."""
-    search = TimedSearch(cfg["names"], cfg["vocab"], "", **cfg["space"], num_students=9, num_reward_archs=4,
-                         reward_rows=0)
+    search = TimedSearch.from_flat(cfg["names"], cfg["vocab"], "", **cfg["space"], num_students=9,
+                                   num_reward_archs=4, reward_rows=0)
     check.result["setting"]["supernet_params"] = sum(q.numel() for q in search.supernet.parameters())
     for phase in ("teacher", "search"):
         for prec, precision in PRECISIONS.items():

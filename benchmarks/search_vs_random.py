@@ -1,8 +1,9 @@
 """The generator against uniform random search at equal budget (paper 4.4.3), on planted synthetic data,
 with the whole-space recipe of `configs/search/cpu.yaml` (the one `make demo` runs).
 
-Per seed, the uniform warm-up of the recipe (uniform students, no generator step: the same for both
-methods) is trained once and checkpointed; both methods then resume from it for the same remaining epochs:
+The recipe is loaded and launched as `autoias fit` does (`autoias_pl.cli.build_search`; `--set` overrides it
+as on the command line). Per seed, the uniform warm-up of the recipe (uniform students, no generator step:
+the same for both methods; whole epochs) is trained once and checkpointed; both methods then resume from it for the same remaining epochs:
 the same supernet steps, the same number of architectures scored per batch (M, on the same fixed reward
 rows), validated at the same points. The generator's candidate is its greedy architecture (5 of its 9
 students are the generator's); random search's is the best architecture it has scored (all 9 students
@@ -22,38 +23,37 @@ import json
 import statistics
 import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autoias_pl.auc import auc  # noqa: E402
-from autoias_pl.data.memory import MemoryDataModule  # noqa: E402
 from autoias_pl.data.schema import Schema  # noqa: E402
 from autoias_pl.data.stream import read_rows  # noqa: E402
 from autoias_pl.data.synth import synthesize  # noqa: E402
 from autoias_pl.io import atomic_write, atomic_write_text  # noqa: E402
-from autoias_pl.search import AutoIASSearch  # noqa: E402
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "search" / "cpu.yaml"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIG = CONFIGS / "search" / "cpu.yaml"
 METHODS = (("generator", "generator (REINFORCE)", "C0"), ("uniform", "random search", "C1"))
 
 
-def recipe(config: Path = CONFIG) -> tuple[dict[str, Any], float, int, int]:
-    """(AutoIASSearch kwargs of the config without optimizers and seed, supernet Adam lr, batch size,
-    max_epochs) of a search config."""
-    cfg = yaml.safe_load(config.read_text())
-    kwargs = dict(cfg["model"]["init_args"])
-    opt = kwargs.pop("supernet_optimizer")
-    if opt["class_path"] != "torch.optim.Adam" or kwargs.pop("generator_optimizer")["class_path"] != "torch.optim.Adam":
-        raise ValueError(f"{config}: the benchmark rebuilds Adam optimizers only")
-    kwargs.pop("seed", None)
-    return kwargs, float(opt["init_args"]["lr"]), int(cfg["data"]["batch_size"]), int(cfg["trainer"]["max_epochs"])
+def build(args: argparse.Namespace, data: Path, seed: int, root: Path, *overrides: str) -> tuple[Any, Any, Trainer]:
+    """The recipe `args.config` (+ `args.overrides`) on `data`, launched as `autoias fit` launches it
+    (`autoias_pl.cli.build_search`): no logger, no checkpoint files, no early stop (equal budgets)."""
+    from autoias_pl.cli import build_search
+
+    common = [f"--data.data_dir={data}", "--data.eval_batch_size=8192", f"--data.seed={seed}",
+              f"--seed_everything={seed}", f"--model.init_args.seed={seed}", "--trainer.logger=false",
+              f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
+              "--trainer.enable_model_summary=false", "--trainer.num_sanity_val_steps=0",
+              "--checkpoint.save_top_k=0", "--checkpoint.save_last=false", "--early_stopping.patience=1000000"]
+    return build_search([CONFIGS / "data" / "synthetic.yaml", args.config, CONFIGS / "trainer" / "cpu.yaml"],
+                        [*common, *(f"--{o.lstrip('-')}" for o in args.overrides), *overrides])
 
 
 class Curve(Callback):
@@ -67,47 +67,34 @@ class Curve(Callback):
             self.points.append((module.archs_scored, float(trainer.callback_metrics["val/auc"])))
 
 
-def trainer_for(root: Path, epochs: int, **kw: Any) -> Trainer:
-    return Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                   default_root_dir=str(root), **kw)
-
-
 def run_seed(data: Path, seed: int, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
-    """The shared warm-up of `seed`, then both methods from its checkpoint; one result per method."""
-    kwargs, lr, batch_size, epochs = recipe(args.config)
+    """The shared warm-up of `seed` (the recipe's whole warm-up epochs, trained once), then both methods from
+    its checkpoint for the recipe's remaining epochs; one result per method."""
     schema = Schema.load(data)
-    train, val = read_rows(data, "train", schema.rows["train"]), read_rows(data, "val", schema.rows["val"])
     test = read_rows(data, "test", schema.rows["test"])
-    batches = train.labels.numel() // batch_size
-    warm_epochs = kwargs["warmup_batches"] // batches
-    if warm_epochs * batches != kwargs["warmup_batches"]:
-        raise ValueError(f"{args.config}: warmup_batches {kwargs['warmup_batches']} is not a whole number of "
-                         f"epochs of {batches} batches on {data}")
-
-    def module(sampler: str) -> AutoIASSearch:
-        return AutoIASSearch(schema.field_names, schema.vocab_sizes, schema.hash, seed=seed,
-                             supernet_optimizer=partial(torch.optim.Adam, lr=lr), **(kwargs | {"sampler": sampler}))
-
-    def datamodule() -> MemoryDataModule:
-        return MemoryDataModule(train, val, batch_size, seed, reward_stream=False, eval_batch_size=8192)
-
     root = out / "runs" / f"seed{seed}"
+    model, dm, trainer = build(args, data, seed, root / "warmup", "--trainer.limit_val_batches=0")
+    warm_epochs, epochs = model.schedule.warmup_epochs, trainer.max_epochs
+    if warm_epochs != int(warm_epochs) or not 0 < warm_epochs < epochs:
+        raise ValueError(f"{args.config}: the shared warm-up needs whole warm-up epochs (0 < {warm_epochs} "
+                         f"< max_epochs {epochs})")
     warm = root / "warmup.ckpt"
     start = time.perf_counter()
-    if not warm.is_file():  # validation is skipped: the untrained generator's architecture is of no interest
-        trainer = trainer_for(root / "warmup", warm_epochs, limit_val_batches=0)
-        trainer.fit(module("generator"), datamodule=datamodule())
+    if not warm.is_file():  # validation is skipped: in the warm-up it would score the teacher only
+        trainer.fit_loop.max_epochs = int(warm_epochs)
+        trainer.fit(model, datamodule=dm)
         atomic_write(warm, lambda tmp: trainer.save_checkpoint(str(tmp)))
     warm_seconds = time.perf_counter() - start
+    batches = schema.rows["train"] // dm.batch_size
     planted = {"x".join(q) for q in schema.extra["synthetic"]["planted_pairs"]}
     results = []
     for sampler, _, _ in METHODS:
         start = time.perf_counter()
-        m, curve = module(sampler), Curve()
-        trainer = trainer_for(root / sampler, epochs, val_check_interval=max(1, batches // args.checks),
-                              callbacks=[curve])
-        trainer.fit(m, datamodule=datamodule(), ckpt_path=str(warm))
+        m, dm, trainer = build(args, data, seed, root / sampler, f"--model.init_args.generator.proposer={sampler}",
+                               f"--trainer.val_check_interval={max(1, batches // args.checks)}")
+        curve = Curve()
+        trainer.callbacks.append(curve)
+        trainer.fit(m, datamodule=dm, ckpt_path=str(warm))
         best = m.best_architecture  # written by the module to m.best_architecture_path (root/<sampler>/)
         trainer.save_checkpoint(str(root / f"{sampler}-final.ckpt"))  # for offline study of the trained supernet
         with torch.no_grad():
@@ -178,6 +165,8 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--vocab", type=int, nargs=2, default=(50, 500))
     p.add_argument("--config", type=Path, default=CONFIG, help="the search recipe (model/data/trainer of a config)")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[],
+                   help="overrides of the recipe, as `autoias fit` takes them: --set model.init_args.reward.rows=4096")
     p.add_argument("--checks", type=int, default=4, help="validations per epoch after the warm-up")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=2)

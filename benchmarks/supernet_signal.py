@@ -1,7 +1,7 @@
 """Does the supernet separate the planted pairs? Paired per-pair AUC deltas on a supernet trained with
 uniform students only (no generator), on planted synthetic data.
 
-Trains the search's supernet (AutoIASSearch with sampler="uniform" and an endless warm-up: teacher + N
+Trains the search's supernet (AutoIASSearch with proposer "uniform" and a warm-up as long as the run: teacher + N
 uniform students per batch) for --epochs, then scores on 8192 validation rows, with inherited weights:
 - clean context: every field at the widest embedding into layer 0, no pair; then that + one pair with one
   function, for every pair and function (P x F architectures);
@@ -74,9 +74,10 @@ def main() -> None:
     schema = Schema.load(data)
     train, val = read_rows(data, "train", schema.rows["train"]), read_rows(data, "val", schema.rows["val"])
     space = dict(SPACE, functions=tuple(a.functions))
-    m = AutoIASSearch(schema.field_names, schema.vocab_sizes, schema.hash, seed=a.seed, sampler="uniform",
-                      warmup_batches=10**12, supernet_optimizer=partial(torch.optim.Adam, lr=a.lr), init_std=0.1,
-                      teacher_functions="uniform", function_blocks=not a.shared_blocks, **space)
+    m = AutoIASSearch.from_flat(schema.field_names, schema.vocab_sizes, schema.hash, seed=a.seed, sampler="uniform",
+                                warmup_epochs=a.epochs + 1.0,  # the whole run
+                                supernet_optimizer=partial(torch.optim.Adam, lr=a.lr), init_std=0.1,
+                                teacher_functions="uniform", function_blocks=not a.shared_blocks, **space)
     start = time.perf_counter()
     Trainer(accelerator="cpu", max_epochs=a.epochs, logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,

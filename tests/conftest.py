@@ -1,5 +1,6 @@
-"""Shared fixtures: small synthetic datasets written once per session by `synthesize`, a per-test seed of
-the global RNGs (autouse) and a one-thread switch."""
+"""Shared fixtures: small synthetic datasets written once per session by `synthesize`, one short search run
+of the CPU recipe shared by the tests that need a trained search, a per-test seed of the global RNGs
+(autouse) and a one-thread switch."""
 
 from __future__ import annotations
 
@@ -49,6 +50,29 @@ def synth_dir(synth_factory: SynthFactory) -> Path:
 @pytest.fixture(scope="session")
 def synth_schema(synth_dir: Path) -> Schema:
     return Schema.load(synth_dir)
+
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# the short search shared by test_cli.py and test_retrain_checkpoint.py: configs/search/cpu.yaml with 4 batches of
+# 1024 rows (a warm-up of 2), 2 students (1 uniform) and 1024 reward rows
+SHORT_SEARCH = ["--data.batch_size=1024", "--trainer.max_epochs=1", "--trainer.limit_train_batches=4",
+                "--model.init_args.schedule.warmup_epochs=0.5", "--model.init_args.distill.num_students=2",
+                "--model.init_args.distill.uniform_students=1", "--model.init_args.reward.rows=1024",
+                "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.fixture(scope="session")
+def search_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A very short `autoias fit` of the cpu recipe on `synth_dir` (SHORT_SEARCH): its run folder, with
+    best_architecture.json, config.yaml and checkpoints/last.ckpt. Shared by the session: treat it as read-only."""
+    from autoias_pl.cli import run
+
+    out = tmp_path_factory.mktemp("search")
+    run(["fit", "-c", str(CONFIGS / "data/synthetic.yaml"), "-c", str(CONFIGS / "search/cpu.yaml"),
+         "-c", str(CONFIGS / "trainer/cpu.yaml"), f"--data.data_dir={synth_dir}", *SHORT_SEARCH,
+         f"--trainer.logger.init_args.save_dir={out}", "--trainer.logger.init_args.name=",
+         "--trainer.logger.init_args.version=s"])
+    return out / "s"
 
 
 @pytest.fixture(autouse=True)

@@ -37,9 +37,9 @@ def main() -> None:
     train, val = tiny_data(4096, seed=0), tiny_data(2048, seed=1)
     dm = MemoryDataModule(train, val, batch_size=128, reward_stream=args.reward_stream, reward_batch_size=256,
                           eval_batch_size=512)
-    model = RecordingSearch(
+    model = RecordingSearch.from_flat(
         [f"C{i}" for i in range(5)], [16] * 5, emb_dims=(2, 4), proj_dims=(2, 4), num_layers=2,
-        hidden_units=(4, 8), num_students=3, num_reward_archs=4, warmup_batches=1,
+        hidden_units=(4, 8), num_students=3, num_reward_archs=4, warmup_epochs=1 / args.batches,  # 1 batch
         reward_rows=0 if args.reward_stream else 1024, baseline="leave_one_out", reward_scaling=True,
         entropy_weight=0.01, cost_weight=0.01)
     trainer = Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(find_unused_parameters=True,

@@ -75,8 +75,8 @@ def tiny() -> MemoryDataModule:
 
 
 def test_search_step_with_bf16_mixed_trainer(tmp_path: Path, tiny: MemoryDataModule) -> None:
-    model = AutoIASSearch(list(FIELDS), [16] * 6, emb_dims=(2, 4), proj_dims=(2, 4), num_layers=2,
-                          hidden_units=(4, 8), num_students=3, reward_rows=256)
+    model = AutoIASSearch.from_flat(list(FIELDS), [16] * 6, emb_dims=(2, 4), proj_dims=(2, 4), num_layers=2,
+                                    hidden_units=(4, 8), num_students=3, reward_rows=256)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     t = bf16_trainer(tmp_path, max_steps=3)  # one batch: teacher, students and generator steps
     t.fit(model, datamodule=tiny)

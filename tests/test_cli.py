@@ -17,15 +17,10 @@ from autoias_pl.space import Architecture, ArchitectureError, SearchSpace
 from tests.helpers.cli import CONFIGS, RETRAIN, autoias, retrain_overrides
 
 
-@pytest.fixture(scope="module")
-def searched(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A short search with the cpu preset: its run folder (best_architecture.json inside)."""
-    out = tmp_path_factory.mktemp("search")
-    autoias("fit", ["data/synthetic.yaml", "search/cpu.yaml", "trainer/cpu.yaml"],
-            f"--data.data_dir={synth_dir}", "--data.batch_size=1024", "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=8", "--model.init_args.warmup_batches=3",
-            "--model.init_args.reward_rows=1024", out=out, version="search")
-    return out / "search"
+@pytest.fixture
+def searched(search_run: Path) -> Path:
+    """The session's short cpu.yaml search (tests/conftest.py): its run folder (best_architecture.json inside)."""
+    return search_run
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ def stack(config: str) -> list[str]:
     if config.startswith("data/"):
         base = [config, "retrain.yaml"]
     elif config.startswith("ablation/"):
-        base = ["data/synthetic.yaml", "search/paper.yaml", config]
+        base = ["data/synthetic.yaml", "search/cpu.yaml", config]  # the CPU recipe: small supernets
     elif config.startswith("trainer/"):
         base = ["data/synthetic.yaml", "retrain.yaml", config]
     else:
@@ -46,18 +46,33 @@ def test_config_parses(config: str, capsys: pytest.CaptureFixture[str]) -> None:
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["model"]["class_path"].startswith("autoias_pl.")
     own = yaml.safe_load((CONFIGS / config).read_text())
-    for key, value in own.get("model", {}).get("init_args", {}).items():
-        if not isinstance(value, dict):
-            assert resolved["model"]["init_args"][key] == value, key
+    for path, value in leaves(own.get("model", {}).get("init_args", {})):
+        got = resolved["model"]["init_args"]
+        for key in path:
+            got = got[key]
+        assert got == value, ".".join(path)
+
+
+def leaves(tree: dict, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    """(key path, value) of every value of a config's nested dicts (the recipe's configs), but not inside a
+    `class_path` entry (the resolved config adds the class's defaults there)."""
+    out: list[tuple[tuple[str, ...], object]] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out += [] if "class_path" in value else leaves(value, (*path, key))
+        else:
+            out.append(((*path, key), value))
+    return out
 
 
 def test_paper_preset_is_the_paper() -> None:
     """Table 3 and section 4.2.4: the values a reader checks first."""
     m = yaml.safe_load((CONFIGS / "search/paper.yaml").read_text())["model"]["init_args"]
-    assert m["emb_dims"] == m["proj_dims"] == [4, 8, 16, 32, 64, 128]
-    assert m["functions"] == ["product", "concat", "plus", "max"]
-    assert (m["num_layers"], m["hidden_units"], m["output_insertion"]) == (5, [64, 128, 256], False)
-    assert (m["num_students"], m["beta"], m["num_reward_archs"]) == (9, 0.5, 4)
+    space = m["space"]
+    assert space["emb_dims"] == space["proj_dims"] == [4, 8, 16, 32, 64, 128]
+    assert space["functions"] == ["product", "concat", "plus", "max"]
+    assert (space["num_layers"], space["hidden_units"], space["output_insertion"]) == (5, [64, 128, 256], False)
+    assert (m["distill"]["num_students"], m["distill"]["beta"], m["reward"]["num_archs"]) == (9, 0.5, 4)
     for opt in ("supernet_optimizer", "generator_optimizer"):
         assert m[opt] == {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001}}
 
@@ -74,7 +89,10 @@ def test_config_runs_one_batch(config: str, synth_dir: Path, synth_factory, tmp_
                "--data.eval_batch_size=2048", "--trainer.fast_dev_run=1",
                f"--trainer.default_root_dir={tmp_path}", *QUIET])
     assert cli.trainer.state.finished
-    assert "val/auc" in cli.trainer.callback_metrics
+    # the one validation of fast_dev_run: a search still in its warm-up scores the teacher (warmup/*), else val/*
+    warm = getattr(cli.model, "warmup_batches", 0) > 0
+    metrics = set(cli.trainer.callback_metrics)
+    assert ("warmup/teacher_auc" in metrics) is warm and ("val/auc" in metrics) is not warm
 
 
 def test_readme_and_usage_name_only_existing_configs_and_arguments() -> None:
@@ -89,6 +107,15 @@ def test_readme_and_usage_name_only_existing_configs_and_arguments() -> None:
     text = (root / "README.md").read_text() + (root / "docs" / "usage.md").read_text()
     for path in set(re.findall(r"configs/[\w/]+\.yaml", text)):
         assert (root / path).is_file(), path
+    from dataclasses import fields
+
+    from autoias_pl.search.config import CONFIGS as SEARCH_CONFIGS
+
     known = set(inspect.signature(AutoIASSearch).parameters) | set(inspect.signature(AutoIASRetrain).parameters)
-    for name in set(re.findall(r"--model\.init_args\.(\w+)", text)):
-        assert name in known, name
+    names = set(re.findall(r"--model\.init_args\.([\w.]+\w)", text))
+    assert any("." in n for n in names)  # the search's nested keys are checked too
+    for name in names:
+        head, _, rest = name.partition(".")
+        assert head in known, name
+        if head in SEARCH_CONFIGS:  # a field of that config
+            assert rest.split(".")[0] in {f.name for f in fields(SEARCH_CONFIGS[head])}, name

@@ -69,7 +69,7 @@ def test_supernet_forward_on_cuda_matches_cpu() -> None:
 
 # ----- architecture draws: CPU generators, the same architectures with the module on the GPU -----
 def test_cpu_seeded_draws_are_the_same_on_cuda() -> None:
-    cpu = AutoIASSearch(FIELDS, [16] * 5, **SMALL, seed=3)
+    cpu = AutoIASSearch.from_flat(FIELDS, [16] * 5, **SMALL, seed=3)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # a trained-looking generator: non-uniform conditionals everywhere
         for p in cpu.generator.parameters():
@@ -128,7 +128,7 @@ def ddp_worker(out: Path) -> None:
 
     torch.set_num_threads(1)
     dm = MemoryDataModule(tiny_data(4096, seed=0), tiny_data(2048, seed=1), batch_size=128, eval_batch_size=512)
-    model = RecordingSearch(FIELDS, [16] * 5, **SMALL, num_reward_archs=4, warmup_batches=1, reward_rows=1024,
+    model = RecordingSearch.from_flat(FIELDS, [16] * 5, **SMALL, num_reward_archs=4, warmup_epochs=0.25, reward_rows=1024,
                             baseline="leave_one_out", reward_scaling=True)
     trainer = Trainer(accelerator="gpu", devices=2, strategy=DDPStrategy(find_unused_parameters=True,
                       process_group_backend="nccl"), precision="bf16-mixed", max_epochs=1, limit_train_batches=4,

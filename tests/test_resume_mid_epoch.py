@@ -119,8 +119,8 @@ class SaveAndStop(Callback):
 
 
 def search_run(root: Path, data: CTRDataModule, ckpt_path: str | None = None, **kw: Any) -> AutoIASSearch:
-    model = AutoIASSearch(data.field_names, data.vocab_sizes, data.schema_hash, **FIELDS_KW,
-                          reward_rows=0 if data.reward_stream else 1024, warmup_batches=3)
+    model = AutoIASSearch.from_flat(data.field_names, data.vocab_sizes, data.schema_hash, **FIELDS_KW,
+                                    reward_rows=0 if data.reward_stream else 1024, warmup_epochs=0.2)  # 3 of 15
     kw = {"logger": False, "enable_checkpointing": False, **kw}
     t = Trainer(accelerator="cpu", max_epochs=2, enable_progress_bar=False, enable_model_summary=False,
                 num_sanity_val_steps=0, default_root_dir=str(root), **kw)
@@ -212,8 +212,8 @@ def ddp_main(data: Path, out: Path, phase: str) -> None:
 
     torch.set_num_threads(1)
     dm = datamodule(data, True)
-    model = AutoIASSearch(dm.field_names, dm.vocab_sizes, dm.schema_hash, **FIELDS_KW, reward_rows=0,
-                          warmup_batches=3)
+    model = AutoIASSearch.from_flat(dm.field_names, dm.vocab_sizes, dm.schema_hash, **FIELDS_KW, reward_rows=0,
+                                    warmup_epochs=0.2)
     ck = out / "interrupted.ckpt"
     t = Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(find_unused_parameters=True,
                 process_group_backend="gloo"), max_epochs=2, num_sanity_val_steps=0, logger=False,

@@ -26,17 +26,6 @@ from tests.helpers.cli import QUIET, RETRAIN, autoias, retrain_overrides
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def search_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A very short search (cpu preset, 2 students, 4 batches): its run folder. Treat it as read-only."""
-    out = tmp_path_factory.mktemp("search")
-    autoias("fit", ["data/synthetic.yaml", "search/cpu.yaml", "trainer/cpu.yaml"],
-            f"--data.data_dir={synth_dir}", "--data.batch_size=1024", "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=4", "--model.init_args.warmup_batches=2",
-            "--model.init_args.num_students=2", "--model.init_args.uniform_students=1", "--model.init_args.reward_rows=1024", out=out, version="s")
-    return out / "s"
-
-
 @dataclass(frozen=True)
 class Retrained:
     run: Path  # the retrain run folder

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -14,6 +17,13 @@ from autoias_pl.auc import batched_auc
 from autoias_pl.data.batch import CTRBatch
 from autoias_pl.data.memory import MemoryDataModule
 from autoias_pl.search import AutoIASSearch, NonFiniteLossError
+from autoias_pl.search.config import (
+    DistillConfig,
+    GeneratorConfig,
+    RewardConfig,
+    ScheduleConfig,
+    SpaceConfig,
+)
 from autoias_pl.search.reward import RewardShaper, kd_student_loss, reinforce_loss, selection_cost
 from autoias_pl.space import Architecture
 from tests.helpers.auc import pairwise_auc
@@ -66,32 +76,46 @@ def test_reinforce_loss_gradient_and_entropy_bonus() -> None:
 
 def test_selection_cost_is_fraction_of_selected_vectors() -> None:
     space = make().space
-    teacher = Architecture.teacher(space)
-    assert selection_cost([teacher]).tolist() == [1.0]
+    g = torch.Generator().manual_seed(0)
+    archs = [Architecture.teacher(space)] + [Architecture.uniform_random(space, g) for _ in range(6)]
+    expected = [sum(a.selected) / space.num_vectors for a in archs]  # counted here, per architecture
+    assert len(set(expected)) > 2  # the draws select different numbers of vectors
+    assert selection_cost(archs).tolist() == pytest.approx(expected, abs=1e-12)
+    assert expected[0] == 1.0
 
 
 # ----- the module -----
-@pytest.mark.parametrize(("kw", "steps"), [({}, 3 * 8), ({"warmup_batches": 3}, 2 * 3 + 3 * 5),
+@pytest.mark.parametrize(("kw", "steps"), [({}, 3 * 8), ({"warmup_epochs": 3 / 8}, 2 * 3 + 3 * 5),
                                            ({"sampler": "uniform"}, 2 * 8)])
 def test_global_step_counts_optimizer_steps(tmp_path: Path, data: MemoryDataModule, kw: dict, steps: int) -> None:
     model = make(**kw)
     t = trainer(tmp_path)
     t.fit(model, datamodule=data)
     assert int(model.batch_count) == 8 and t.global_step == steps
+    assert model.warmup_batches == (3 if "warmup_epochs" in kw else 0)  # 3/8 of an epoch of 8 batches
 
 
-def test_uniform_sampler_and_warmup_leave_the_generator_alone(tmp_path: Path, data: MemoryDataModule) -> None:
-    model = make(sampler="uniform")
+@pytest.mark.parametrize(("kw", "moves"), [({"sampler": "uniform"}, False), ({"warmup_epochs": 1.0}, False),
+                                           ({"warmup_epochs": 0.5}, True)],
+                         ids=["random_search", "warmup_all_epoch", "warmup_half_epoch"])
+def test_random_search_and_warmup_leave_the_generator_alone(tmp_path: Path, data: MemoryDataModule,
+                                                             kw: dict, moves: bool) -> None:
+    """Random search never updates the generator, nor does a warm-up that lasts the whole run (1 epoch of 1);
+    a warm-up of half the run does (the check can fail)."""
+    model = make(**kw)
     before = {k: v.clone() for k, v in model.generator.state_dict().items()}
     trainer(tmp_path).fit(model, datamodule=data)
-    assert all(torch.equal(v, model.generator.state_dict()[k]) for k, v in before.items())
+    same = all(torch.equal(v, model.generator.state_dict()[k]) for k, v in before.items())
+    assert same is not moves and int(model.shaper.steps) == (4 if moves else 0)
 
 
 def test_students_depend_on_seed_and_batch_only() -> None:
     a, b, c = make(seed=3), make(seed=3), make(seed=4)
     assert a.sample_students(5) == b.sample_students(5)
     assert a.sample_students(5) != a.sample_students(6) and a.sample_students(5) != c.sample_students(5)
-    assert make(seed=3, warmup_batches=10).sample_students(5) != a.sample_students(5)  # uniform in warm-up
+    warm = make(seed=3)
+    warm.warmup_batches = 10  # what train start sets from schedule.warmup_epochs
+    assert warm.sample_students(5) != a.sample_students(5)  # uniform in warm-up
 
 
 def test_single_class_reward_rows_give_no_generator_update(tmp_path: Path, data: MemoryDataModule) -> None:
@@ -119,14 +143,31 @@ def test_paper_recipe_without_a_reward_stream_is_a_clear_error(tmp_path: Path, d
         trainer(tmp_path).fit(make(reward_rows=0), datamodule=data)
 
 
+class _PoisonAt(Callback):
+    """Sets the supernet's read-out bias to NaN at the start of training batch `batch`."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer: Trainer, module: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.batch:
+            with torch.no_grad():
+                module.supernet.readout.bias.fill_(float("nan"))
+
+
 def test_non_finite_loss_names_phase_and_batch(tmp_path: Path, data: MemoryDataModule) -> None:
+    """A checkpoint after every batch: batches 0-2 leave three (finite) checkpoints, batch 3's NaN loss is
+    refused before its step, so no checkpoint follows it."""
     model = make()
-    with torch.no_grad():
-        model.supernet.readout.bias.fill_(float("nan"))
-    t = trainer(tmp_path, enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck")])
-    with pytest.raises(NonFiniteLossError, match=r"teacher loss .* at batch 0"):
+    ck = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=1, save_top_k=-1)
+    t = trainer(tmp_path, enable_checkpointing=True, callbacks=[ck, _PoisonAt(3)])
+    with pytest.raises(NonFiniteLossError, match=r"teacher loss .* at batch 3"):
         t.fit(model, datamodule=data)
-    assert not list((tmp_path / "ck").glob("*.ckpt")) if (tmp_path / "ck").exists() else True
+    saved = sorted((tmp_path / "ck").glob("*.ckpt"))
+    assert [p.name for p in saved] == [f"epoch=0-step={3 * b}.ckpt" for b in (1, 2, 3)]
+    for path in saved:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
 def test_best_architecture_json_and_early_stopping(tmp_path: Path, data: MemoryDataModule) -> None:
@@ -144,7 +185,7 @@ def test_best_architecture_json_and_early_stopping(tmp_path: Path, data: MemoryD
 
 
 def test_resume_continues_the_same_trajectory(tmp_path: Path, data: MemoryDataModule) -> None:
-    kw = {"baseline": "leave_one_out", "reward_scaling": True, "entropy_weight": 0.01, "warmup_batches": 2}
+    kw = {"baseline": "leave_one_out", "reward_scaling": True, "entropy_weight": 0.01, "warmup_epochs": 0.25}
     straight = make(**kw)
     trainer(tmp_path / "a", epochs=2).fit(straight, datamodule=data)
     first = make(**kw)
@@ -183,12 +224,33 @@ def test_tensorboard_event_file_has_the_search_tags(tmp_path: Path, data: Memory
 def test_constructor_is_typed_for_lightning_cli() -> None:
     from jsonargparse import ArgumentParser
 
+    assert len(inspect.signature(AutoIASSearch).parameters) <= 12  # the recipe is nested configs
     parser = ArgumentParser()
     parser.add_class_arguments(AutoIASSearch, "model")
-    cfg = parser.parse_args(["--model.field_names=[a,b]", "--model.vocab_sizes=[3,4]", "--model.baseline=leave_one_out"])
-    assert cfg.model.num_students == 9 and cfg.model.beta == 0.5 and cfg.model.num_reward_archs == 4
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--model.field_names=[a,b]", "--model.vocab_sizes=[3,4]", "--model.sampler=bogus"])
+    base = ["--model.field_names=[a,b]", "--model.vocab_sizes=[3,4]"]
+    cfg = parser.parse_args([*base, "--model.reward.baseline=leave_one_out", "--model.schedule.warmup_epochs=0.5"])
+    assert cfg.model.distill.num_students == 9 and cfg.model.distill.beta == 0.5 and cfg.model.reward.num_archs == 4
+    assert cfg.model.reward.baseline == "leave_one_out" and cfg.model.schedule.warmup_epochs == 0.5
+    with pytest.raises(SystemExit):  # not one of the Literal's values: refused by the parser
+        parser.parse_args([*base, "--model.generator.proposer=bogus"])
+    for bad, field in (("--model.distill.uniform_students=10", "DistillConfig.uniform_students"),
+                       ("--model.reward.refine_sweeps=1", "RewardConfig.refine_sweeps")):  # refused on instantiation
+        with pytest.raises(ValueError, match=field):
+            (getattr(parser, "instantiate", None) or parser.instantiate_classes)(parser.parse_args([*base, bad]))
+
+
+@pytest.mark.parametrize(("config", "kw", "field"), [
+    (SpaceConfig, {"num_layers": 0}, "SpaceConfig.num_layers"),
+    (SpaceConfig, {"functions": ("product", "dot")}, "SpaceConfig.functions"),
+    (DistillConfig, {"num_students": 3, "uniform_students": 4}, "DistillConfig.uniform_students"),
+    (GeneratorConfig, {"proposer": "bogus"}, "GeneratorConfig.proposer"),
+    (RewardConfig, {"prune_tolerance": 1e-3}, "RewardConfig.prune_tolerance"),
+    (RewardConfig, {"num_archs": 0}, "RewardConfig.num_archs"),
+    (ScheduleConfig, {"warmup_epochs": -1}, "ScheduleConfig.warmup_epochs"),
+])
+def test_configs_refuse_bad_values_naming_the_field(config: type, kw: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        config(**kw)
 
 
 @pytest.mark.parametrize("reward_stream", [False, True], ids=["reward_set", "reward_stream"])
@@ -198,8 +260,8 @@ def test_runs_on_the_ctr_datamodule(tmp_path: Path, synth_dir: Path, reward_stre
     dm = CTRDataModule(synth_dir, batch_size=1024, eval_batch_size=4096, reward_stream=reward_stream,
                        reward_batch_size=1024)
     dm.setup("fit")
-    model = AutoIASSearch(dm.field_names, dm.vocab_sizes, dm.schema_hash, **{**SMALL, "num_layers": 1},
-                          reward_rows=0 if reward_stream else 2048)
+    model = AutoIASSearch.from_flat(dm.field_names, dm.vocab_sizes, dm.schema_hash, **{**SMALL, "num_layers": 1},
+                                    reward_rows=0 if reward_stream else 2048)
     t = trainer(tmp_path, limit_train_batches=3)
     t.fit(model, datamodule=dm)
     assert t.global_step == 3 * 3 and int(model.shaper.steps) == 3

@@ -4,9 +4,11 @@ and size budgets in the objective."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from lightning.pytorch import Callback, Trainer
 
 from autoias_pl.search.generator import ArchitectureGenerator
 from autoias_pl.search.reward import budget_excess
@@ -54,12 +56,26 @@ def test_joint_log_prob_is_the_sampling_log_prob_and_counts_each_pair_once() -> 
     torch.testing.assert_close(s.log_prob.double(), torch.tensor(ref, dtype=torch.float64), atol=1e-4, rtol=0)
 
 
-def test_joint_selection_probs_are_one_minus_off() -> None:
+def test_joint_pair_probs_are_the_sampling_frequencies() -> None:
+    """pair_choice_probs (P, 1 + F) and selection_probs against what `sample` draws: with the embedding and
+    projection decisions made certain (so every draw takes the greedy path these probabilities condition on),
+    the frequency of each pair option and of each pair's selection over 4096 draws is within 0.03 (> 3.8
+    standard errors) of the probability."""
     gen, n = joint(), SPACE.num_fields
+    with torch.no_grad():
+        for c in ("emb", "proj"):
+            gen.bias[c][:, 0] += 1e3  # candidate 0, certainly
     probs = gen.pair_choice_probs()  # (P, 1 + F)
     assert probs.shape == (SPACE.num_pairs, 1 + len(SPACE.functions))
     torch.testing.assert_close(probs.sum(1), torch.ones(SPACE.num_pairs))
-    torch.testing.assert_close(gen.selection_probs()[n:], 1.0 - probs[:, 0])
+    s = gen.sample(4096, torch.Generator().manual_seed(2))
+    assert (s.indices["emb"] == 0).all() and (s.indices["proj"] == 0).all()
+    options = s.indices["func"]  # (K, P) joint indices: 0 = off
+    freq = torch.stack([(options == o).double().mean(0) for o in range(probs.shape[1])], 1)  # (P, 1 + F)
+    torch.testing.assert_close(freq, probs.double(), atol=0.03, rtol=0)
+    selected = s.indices["select"][:, n:].double().mean(0)  # (P,) the pairs the architectures select
+    torch.testing.assert_close(gen.selection_probs()[n:].double(), selected, atol=0.03, rtol=0)
+    assert float((probs[:, 0] - 1 / probs.shape[1]).abs().max()) > 0.05  # not the uniform start
 
 
 def test_separate_pair_choice_probs_factorise_select_and_function() -> None:
@@ -94,11 +110,11 @@ def test_budget_excess_is_relative_and_zero_within_budget() -> None:
 
 
 def test_random_search_keeps_the_best_architecture_it_scored(tmp_path: Path, data) -> None:  # noqa: F811
-    module = make(sampler="uniform", num_reward_archs=4)
+    module = make(sampler="uniform", num_reward_archs=4)  # GeneratorConfig.proposer = "uniform"
     trainer(tmp_path, epochs=2).fit(module, datamodule=data)
     assert module.archs_scored == 4 * 2 * 8  # 8 batches of 256 rows a epoch, 4 architectures each
     score, best = module.best_scored
-    assert module._val_arch == best  # validation scores the best scored architecture, not a greedy one
+    assert module.validated_architecture == best  # validation scores the best scored architecture, not a greedy one
     rows = module._reward_set
     with torch.no_grad():
         from autoias_pl.auc import batched_auc
@@ -151,10 +167,10 @@ def test_refine_pairs_climbs_to_the_best_option_of_each_pair() -> None:
 def test_search_validates_the_refined_architecture(tmp_path: Path, data) -> None:  # noqa: F811
     module = make(refine_sweeps=1, pair_decision="joint", teacher_functions="uniform")
     trainer(tmp_path, epochs=1).fit(module, datamodule=data)
-    prov = module._val_arch.provenance
+    prov = module.validated_architecture.provenance
     assert prov["refined_to"] >= prov["refined_from"]
-    assert module.best_architecture.choices == module._val_arch.choices
-    with pytest.raises(ValueError, match="reward set"):
+    assert module.best_architecture.choices == module.validated_architecture.choices
+    with pytest.raises(ValueError, match=r"RewardConfig\.refine_sweeps .*reward rows"):
         make(refine_sweeps=1, reward_rows=0)
 
 
@@ -197,17 +213,17 @@ def test_prune_vectors_drops_exactly_what_is_worth_less_than_the_tolerance() -> 
 def test_search_validates_the_pruned_architecture(tmp_path: Path, data) -> None:  # noqa: F811
     module = make(prune_tolerance=1e-3, pair_decision="joint", teacher_functions="uniform")
     trainer(tmp_path, epochs=1).fit(module, datamodule=data)
-    prov = module._val_arch.provenance
+    prov = module.validated_architecture.provenance
     assert prov["pruned_to"] >= prov["pruned_from"] - 1e-3
-    assert module.best_architecture.choices == module._val_arch.choices
-    with pytest.raises(ValueError, match="reward set"):
+    assert module.best_architecture.choices == module.validated_architecture.choices
+    with pytest.raises(ValueError, match=r"RewardConfig\.prune_tolerance .*reward rows"):
         make(prune_tolerance=1e-3, reward_rows=0)
 
 
 def test_uniform_students_stay_uniform_after_warm_up() -> None:
     """After warm-up, the first N - u students are the generator's draws and the last u are uniform draws
     (the same ones a uniform sampler would make from the same seed); u out of range is refused."""
-    module = make(num_students=5, uniform_students=2, warmup_batches=0, pair_decision="joint")
+    module = make(num_students=5, uniform_students=2, warmup_epochs=0, pair_decision="joint")
     with torch.no_grad():  # a peaked generator: its draws are far from uniform ones
         for p in module.generator.parameters():
             p.mul_(0).add_(3.0)
@@ -224,10 +240,31 @@ def test_uniform_students_stay_uniform_after_warm_up() -> None:
 
 
 def test_in_warmup_until_the_first_batch_after_it() -> None:
-    """The CLI's early stopping skips validations while `in_warmup` (autoias_pl/callbacks.py): a validation
-    right at the end of the warm-up still scores the untrained generator's architecture."""
-    module = make(warmup_batches=4)
+    """The CLI's early stopping and best checkpoint skip validations while `in_warmup` (autoias_pl/cli_callbacks.py):
+    a validation right at the end of the warm-up comes before any generator step."""
+    module = make()
+    module.warmup_batches = 4  # what train start sets from schedule.warmup_epochs
     for count, warm in ((0, True), (4, True), (5, False)):
         module.batch_count.fill_(count)
         assert module.in_warmup is warm
-    assert make(warmup_batches=0).in_warmup is False
+    assert make().in_warmup is False
+
+
+def test_warmup_validates_the_teacher_and_keeps_no_candidate(tmp_path: Path, data) -> None:  # noqa: F811
+    """warmup_epochs 1.5 of 2: the first epoch's validation scores the teacher, logged as warmup/* only (no
+    val/auc, no best architecture); the second's scores the generator's candidate."""
+    seen: list[tuple[bool, int, set[str]]] = []
+
+    class Record(Callback):
+        def on_validation_end(self, trainer: Trainer, module: Any) -> None:
+            arch = module.validated_architecture
+            seen.append((module.in_warmup, sum(arch.selected), set(trainer.callback_metrics)))
+
+    module = make(warmup_epochs=1.5)
+    trainer(tmp_path, epochs=2, callbacks=[Record()]).fit(module, datamodule=data)
+    assert module.warmup_batches == 12  # 1.5 epochs of 8 batches
+    (warm, n_warm, keys_warm), (after, _, keys_after) = seen
+    assert warm and not after and n_warm == module.space.num_vectors  # the teacher selects every vector
+    assert {"warmup/teacher_auc", "warmup/teacher_params"} <= keys_warm and "val/auc" not in keys_warm
+    assert {"val/auc", "val/score"} <= keys_after
+    assert module.best_architecture.provenance["epoch"] == 1

@@ -17,7 +17,9 @@ pruning) must
 (c) give a greedy architecture whose val/auc beats the first one after the warm-up.
 CI runs it (9 min on 2 cores) with half of cpu.yaml's reward architectures and reward rows (`CI_SIZE`: M 8 on
 4096 rows; ranking 0.889, 0.976, 0.984 there, mean 0.950); the earlier check on the product-only space (small
-vocabularies, 4 epochs) runs with AUTOIAS_PRODUCT_PROOF=1. By hand:
+vocabularies, 4 epochs) runs with AUTOIAS_PRODUCT_PROOF=1. The recipe is configs/search/cpu.yaml, built by
+`autoias_pl.cli.build_search` as `autoias fit` builds it (a preset lists only what it changes; `--set` takes
+`autoias fit` overrides, e.g. `--set model.init_args.schedule.warmup_epochs=2`). By hand:
     python -m tests.test_search_proof --rows 100000 --epochs 11 --worth            # the whole-space run
     python -m tests.test_search_proof --rows 60000 --epochs 4 --preset product --functions product --vocab-range 10 30
 """
@@ -30,7 +32,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import EarlyStopping
 
 from autoias_pl.auc import auc as np_auc
 from autoias_pl.auc import batched_auc
+from autoias_pl.cli import build_search
 from autoias_pl.ctr_model import CTRModel
 from autoias_pl.data import synth
 from autoias_pl.data.batch import CTRBatch
@@ -60,24 +61,25 @@ VOCAB_RANGE = (50, 500)  # vocabularies where the planted crosses are worth >= 0
 PRODUCT_SPACE = dict(SPACE, functions=("product",))
 PRODUCT_VOCAB_RANGE = (10, 30)
 SYNTH = {"fields": 10, "planted_pairs": 3, "seed": 0, "rank": 1}
-LR, INIT_STD = 1e-2, 0.1
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"reward_rows": 0, "baseline": "ema", "reward_scaling": False, "entropy_weight": 0.0,
-              "warmup_batches": 0, "cost_weight": 0.0, "function_blocks": False},
-    # -N: N epochs of warm-up (uniform students: the supernet learns every function's path first; the
-    # product path is the slowest, docs/search.md)
-    "robust": {"reward_rows": 8192, "baseline": "leave_one_out", "reward_scaling": True, "entropy_weight": 0.01,
-               "warmup_batches": -8, "cost_weight": 0.0, "pair_decision": "joint", "teacher_functions": "uniform",
-               "num_reward_archs": 16, "function_blocks": True, "uniform_students": 4, "prune_tolerance": 5e-4},
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+RECIPE = ["data/synthetic.yaml", "search/cpu.yaml", "trainer/cpu.yaml"]  # the recipe: cpu.yaml as `autoias fit` runs it
+M = "--model.init_args."
+# what each preset changes in cpu.yaml (the "robust" preset is cpu.yaml itself: 8 warm-up epochs of uniform
+# students, where the supernet learns every function's path first, the product path the slowest, docs/search.md)
+_PLAIN = [f"{M}reward.num_archs=4", f"{M}generator.pair_decision=separate", f"{M}supernet.teacher_functions=concat",
+          f"{M}distill.uniform_students=0", f"{M}reward.prune_tolerance=0"]
+PRESETS: dict[str, list[str]] = {
+    "paper": [*_PLAIN, f"{M}reward.rows=0", f"{M}reward.baseline=ema", f"{M}reward.scaling=false",
+              f"{M}generator.entropy_weight=0", f"{M}schedule.warmup_epochs=0", f"{M}supernet.function_blocks=false"],
+    "robust": [],
     # the product-only recipe of the quick check: one warm-up epoch, a small cost per selected vector
-    "product": {"reward_rows": 8192, "baseline": "leave_one_out", "reward_scaling": True, "entropy_weight": 0.01,
-                "warmup_batches": -1, "cost_weight": 0.05},
+    "product": [*_PLAIN, f"{M}schedule.warmup_epochs=1", f"{M}reward.cost_weight=0.05"],
 }
 LAST_EPOCHS = 3
 ROWS, EPOCHS = 100_000, 11  # the CI-sized run: 8 warm-up epochs, then 3 with the generator
 # ... where the generator phase scores half of cpu.yaml's architectures on half its reward rows (M x R is
 # most of a search's time: 16 x 8192 took the test to 12 min on 2 cores)
-CI_SIZE = {"num_reward_archs": 8, "reward_rows": 4096}
+CI_SIZE = [f"{M}reward.num_archs=8", f"{M}reward.rows=4096"]
 
 
 def make_data(out: Path, rows: int, vocab_range: tuple[int, int] = VOCAB_RANGE) -> Schema:
@@ -150,14 +152,15 @@ def pair_worth(schema: Schema, train: CTRBatch, val: CTRBatch, epochs: int = 3, 
 
 
 class PlantedTracker(Callback):
-    """After each validation: ranking AUC of the generator's P(selected with product) per pair (greedy path),
-    the functions its greedy architecture gives the planted pairs, and val/auc."""
+    """After each validation after the warm-up (those in it score the teacher): ranking AUC of the generator's
+    P(selected with product) per pair (greedy path), the functions its greedy architecture gives the planted
+    pairs, and val/auc."""
 
     def __init__(self, planted: torch.Tensor) -> None:
         self.planted, self.history = planted, []
 
     def on_validation_end(self, trainer: Trainer, module: LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or module.in_warmup:
             return
         space, n = module.space, module.space.num_fields
         with torch.no_grad():
@@ -166,7 +169,7 @@ class PlantedTracker(Callback):
         funcs = [f if on else "off" for f, on in zip(greedy.funcs, greedy.selected[n:], strict=True)]
         self.history.append({"epoch": trainer.current_epoch, "ranking_auc": ranking_auc(probs, self.planted),
                              "val_auc": float(trainer.callback_metrics["val/auc"]),
-                             "selected_pairs": int(module._val_arch.selected[n:].count(True)),
+                             "selected_pairs": int(module.validated_architecture.selected[n:].count(True)),
                              "planted_functions": [funcs[q] for q in self.planted.nonzero().flatten().tolist()],
                              "planted_p": probs[self.planted].tolist(),
                              "other_p_mean": float(probs[~self.planted].mean())})
@@ -200,27 +203,30 @@ def oracle(model: AutoIASSearch, rows: CTRBatch, planted: torch.Tensor, archs: i
 
 
 def run_search(data_dir: Path, out: Path, preset: str, epochs: int, batch_size: int = 1024,
-               seed: int = 0, patience: int = 100, lr: float = LR, oracle_archs: int = 0,
-               space: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+               seed: int = 0, patience: int = 100, oracle_archs: int = 0,
+               space: dict[str, Any] | None = None, overrides: list[str] = ()) -> dict[str, Any]:
+    """configs/search/cpu.yaml through `build_search` (as `autoias fit` builds it) with the preset's and the
+    caller's overrides; trained on the same rows held in memory (MemoryDataModule: no parquet streaming)."""
     schema, train, val = load(data_dir)
-    options = dict(PRESETS[preset], init_std=INIT_STD) | overrides
-    if options["warmup_batches"] < 0:
-        options["warmup_batches"] *= -(train.labels.numel() // batch_size)
-    model = AutoIASSearch(schema.field_names, schema.vocab_sizes, schema.hash, seed=seed,
-                          supernet_optimizer=partial(torch.optim.Adam, lr=lr), **(space or SPACE), **options)
+    space_args = [f"{M}space.{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}"
+                  for k, v in (space or SPACE).items()]
+    options = [*PRESETS[preset], *space_args, *overrides]
+    model, _, trainer = build_search([CONFIGS / c for c in RECIPE], [
+        f"--data.data_dir={data_dir}", f"--data.batch_size={batch_size}", f"--trainer.max_epochs={epochs}",
+        f"--seed_everything={seed}", f"{M}seed={seed}", "--trainer.logger=false", f"--trainer.default_root_dir={out}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--trainer.num_sanity_val_steps=0", "--checkpoint.save_top_k=0", "--checkpoint.save_last=false",
+        f"--early_stopping.patience={patience}", *options])
     tracker = PlantedTracker(planted_mask(model.space, schema))
-    dm = MemoryDataModule(train, val, batch_size, seed, reward_stream=options["reward_rows"] == 0,
+    trainer.callbacks.append(tracker)
+    dm = MemoryDataModule(train, val, batch_size, seed, reward_stream=model.reward.rows == 0,
                           reward_batch_size=2048, eval_batch_size=8192)
-    trainer = Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                      default_root_dir=str(out), callbacks=[tracker, EarlyStopping("val/auc", patience=patience,
-                                                                                   mode="max")])
     start = time.time()
     trainer.fit(model, datamodule=dm)
     best = json.loads((out / "best_architecture.json").read_text())
     planted = {"x".join(p) for p in schema.extra["synthetic"]["planted_pairs"]}
     chosen = set(best["summary"]["selected_pairs"])
-    hist = [h for h in tracker.history if h["epoch"] * (train.labels.numel() // batch_size) >= options["warmup_batches"]]
+    hist = tracker.history  # the validations after the warm-up
     extra = oracle(model, CTRBatch(val.features[:8192], val.labels[:8192]), tracker.planted, oracle_archs) \
         if oracle_archs else {}
     return extra | {
@@ -270,7 +276,7 @@ def test_search_finds_planted_pairs_in_the_whole_space(tmp_path: Path) -> None:
     schema, train, val = load(data)
     without, with_pairs = pair_worth(schema, train, val)
     assert with_pairs - without >= 0.01, f"planted pairs worth only {with_pairs - without:.4f} AUC to a DNN"
-    r = run_search(data, tmp_path / "run", "robust", epochs=EPOCHS, batch_size=512, **CI_SIZE)
+    r = run_search(data, tmp_path / "run", "robust", epochs=EPOCHS, batch_size=512, overrides=CI_SIZE)
     assert r["ranking_auc_last"] >= 0.9, r
     assert r["planted_functions_last"] == ["product"] * 3, r
     assert r["val_auc_best"] > r["val_auc_after_warmup"], r  # the search itself improves the architecture
@@ -309,8 +315,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/proof"))
-    parser.add_argument("--set", nargs="*", default=[], help="overrides KEY=JSON, e.g. cost_weight=0.05")
+    parser.add_argument("--set", nargs="*", default=[],
+                        help="overrides of the recipe as `autoias fit` takes them, e.g. model.init_args.reward.cost_weight=0.05")
     parser.add_argument("--worth", action="store_true", help="also report what the planted pairs are worth to a DNN")
+    parser.add_argument("--oracle-archs", type=int, default=0, help="also regress val AUC of N uniform archs on their bits")
     parser.add_argument("--functions", nargs="+", default=list(SPACE["functions"]),
                         help="interaction functions of the space (default: all four, as in the test)")
     args = parser.parse_args()
@@ -319,14 +327,15 @@ def main() -> None:
     data = args.out / f"synth{args.rows}-{args.vocab_range[0]}-{args.vocab_range[1]}"
     if not data.exists():
         make_data(data, args.rows, tuple(args.vocab_range))
-    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = [f"--{o.lstrip('-')}" for o in args.set]
     report: dict[str, Any] = {}
     if args.worth:
         schema, train, val = load(data)
         report["dnn_val_auc"], report["dnn_with_planted_val_auc"] = pair_worth(schema, train, val)
         report["first_order_val_auc"], report["bayes_val_auc"] = val_ceilings(schema, val)
     run = args.out / f"{args.preset}-{int(time.time())}"
-    report.update(run_search(data, run, args.preset, args.epochs, args.batch_size, args.seed, **overrides))
+    report.update(run_search(data, run, args.preset, args.epochs, args.batch_size, args.seed,
+                             oracle_archs=args.oracle_archs, overrides=overrides))
     print(json.dumps(report))
 
 

@@ -16,7 +16,6 @@ import yaml
 
 from autoias_pl.data.schema import Schema
 from autoias_pl.data.synth import synthesize
-from autoias_pl.search import AutoIASSearch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,15 +28,20 @@ def load_benchmark():
     return module
 
 
-def test_recipe_is_the_cpu_config() -> None:
+def test_recipe_is_the_cpu_config(synth_dir: Path, tmp_path: Path) -> None:
+    """The benchmark launches configs/search/cpu.yaml as `autoias fit` does: the module's configs are the
+    YAML's values (no copy of the recipe in the benchmark), with the overrides of --set."""
     bench = load_benchmark()
-    kwargs, lr, batch, epochs = bench.recipe()
+    args = argparse.Namespace(config=bench.CONFIG, overrides=["model.init_args.reward.rows=128"])
+    model, dm, trainer = bench.build(args, synth_dir, 0, tmp_path / "run")
     cfg = yaml.safe_load((ROOT / "configs" / "search" / "cpu.yaml").read_text())
     init = cfg["model"]["init_args"]
-    assert lr == init["supernet_optimizer"]["init_args"]["lr"] and batch == cfg["data"]["batch_size"]
-    assert epochs == cfg["trainer"]["max_epochs"]
-    assert kwargs == {k: v for k, v in init.items() if k not in ("supernet_optimizer", "generator_optimizer", "seed")}
-    AutoIASSearch(["a", "b", "c"], [5, 6, 7], **kwargs)  # every key is an argument of the module
+    for section in ("space", "supernet", "distill", "generator", "reward", "schedule"):
+        got = model.hparams[section]
+        want = init[section] | ({"rows": 128} if section == "reward" else {})
+        assert {k: got[k] for k in want} == want, section
+    assert dm.batch_size == cfg["data"]["batch_size"] and trainer.max_epochs == cfg["trainer"]["max_epochs"]
+    assert model.supernet_optimizer.keywords["lr"] == init["supernet_optimizer"]["init_args"]["lr"]
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -47,11 +51,9 @@ def test_both_methods_get_the_same_budget(tmp_path: Path) -> None:
     data = tmp_path / "data"
     synthesize(data, 3000, fields=4, planted_pairs=1, seed=0, rank=1)
     batches = Schema.load(data).rows["train"] // cfg["data"]["batch_size"]  # 4 batches of 512
-    cfg["model"]["init_args"] |= {"warmup_batches": 2 * batches, "reward_rows": 128, "num_reward_archs": 4}
-    cfg["trainer"]["max_epochs"] = 3  # 2 warm-up epochs, 1 searched
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    args = argparse.Namespace(config=config, checks=2, retrain=False)
+    overrides = ["model.init_args.schedule.warmup_epochs=2", "model.init_args.reward.rows=128",
+                 "model.init_args.reward.num_archs=4", "trainer.max_epochs=3"]  # 2 warm-up epochs, 1 searched
+    args = argparse.Namespace(config=bench.CONFIG, overrides=overrides, checks=2, retrain=False)
     runs = bench.run_seed(data, 0, args, tmp_path / "work")
     assert [r["sampler"] for r in runs] == ["generator", "uniform"]
     assert [r["archs_scored"] for r in runs] == [batches * 4] * 2  # one epoch of M = 4 after the shared warm-up

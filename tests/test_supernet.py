@@ -324,7 +324,7 @@ def test_unselected_field_has_no_influence() -> None:
 def test_unselected_pair_has_no_influence() -> None:
     space = SearchSpace(fields(6), **SMALL)
     keep = space.pairs.index((2, 3))
-    net, x = Supernet(space, VOCAB6, init_std=0.3), ids(VOCAB6, 32)
+    net, x = Supernet(space, VOCAB6, init_std=0.3, function_blocks=False), ids(VOCAB6, 32)  # block row = vector
     arch = make(space, list(range(6)), [keep], 0, space.output_layer, func=space.functions.index("concat"))
     net(x, arch).sum().backward()  # the pair reaches the logit linearly: its gradients cannot vanish
     proj = net.projection.weight.grad.abs().sum((1, 2))  # (n,)
@@ -370,7 +370,8 @@ def test_options_sparse_and_shared_blocks() -> None:
     sparse = Supernet(space, VOCAB6, sparse=True)
     sparse(x, arch).sum().backward()
     assert sparse.embedding.table.weight.grad.is_sparse
-    shared, plain = Supernet(space, VOCAB6, share_insert_blocks=True), Supernet(space, VOCAB6)
+    shared = Supernet(space, VOCAB6, share_insert_blocks=True, function_blocks=False)  # V block rows a layer
+    plain = Supernet(space, VOCAB6, function_blocks=False)
     v, d, h = space.num_vectors, space.max_dim, space.hidden_units[-1]
     saved = sum(q.numel() for q in plain.parameters()) - sum(q.numel() for q in shared.parameters())
     assert saved == (space.num_layers - 1) * v * d * h
@@ -422,6 +423,6 @@ def test_export_matches_supernet_on_bilinear_readouts(space: SearchSpace) -> Non
     product, allf, allp = space.functions.index("product"), list(range(n)), list(range(p))
     for arch in (make(space, allf, allp, out, out, func=product), make(space, allf, allp, 0, out, func=product),
                  make(space, allf, allp, 1, [1 if q < 3 else out for q in allp], func=product, seed=1)):
-        model = export(net, arch)
+        model = extract_model(net, arch)
         assert model.bilinear, arch.summary()
         torch.testing.assert_close(model(x), net(x, arch), rtol=0, atol=PARITY[torch.float64][1])

@@ -31,11 +31,14 @@ class BestArchitectureWriter(Callback):
 
 
 class SearchViews(Callback):
-    """Draws the generator's views and the validated architecture to TensorBoard (rank 0, TensorBoardLogger)."""
+    """Draws the generator's views and the validated candidate to TensorBoard (rank 0, TensorBoardLogger),
+    after the warm-up."""
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        arch = getattr(pl_module, "_val_arch", None)
-        if trainer.sanity_checking or arch is None or not trainer.is_global_zero:
+        arch = getattr(pl_module, "validated_architecture", None)
+        if trainer.sanity_checking or arch is None or getattr(pl_module, "in_warmup", False):
+            return  # during the warm-up the validated architecture is the teacher, not a candidate
+        if not trainer.is_global_zero:
             return
         if not isinstance(trainer.logger, TensorBoardLogger):
             return

@@ -1,37 +1,38 @@
 """The AutoIAS search as a LightningModule (paper 3.3.2, 3.4, Algorithm 1), manual optimization.
 
+The recipe is six config values (search/config.py): space, supernet, distill, generator, reward, schedule.
 Per training batch (`training_step`):
 1. teacher: BCE(y, f(x; w, a_t)), one supernet step (eq. 10-11); a_t is the largest architecture (concat
-   everywhere; with teacher_functions="uniform" its pair functions are drawn per batch);
-2. students: soft labels from the updated teacher (eq. 12); N students from the sampler (the generator, or
-   uniform during warm-up / with sampler="uniform"); mean over students of beta * soft + (1 - beta) * hard
-   BCE (eq. 13-16); one supernet step;
-3. generator: M architectures sampled, reward = the objective (AUC on reward rows of the validation split,
-   minus the optional cost term and size-budget excess) -> advantage (baseline, optional scaling) ->
-   -mean(log P(a) A) (eq. 20-23), one generator step. Skipped during warm-up and on reward rows of a single
-   class. With sampler="uniform" (random search) M uniform architectures are scored the same way and no step
-   is taken. Either way the best-scoring architecture seen is kept (`best_scored`).
+   everywhere; with supernet.teacher_functions="uniform" its pair functions are drawn per batch);
+2. students: soft labels from the updated teacher (eq. 12); N students, uniform during the warm-up or for
+   random search, else the proposer's (distill.uniform_students of them uniform); mean over students of
+   beta * soft + (1 - beta) * hard BCE (eq. 13-16); one supernet step;
+3. after the warm-up: M architectures from the proposer (search/proposer.py), scored by the objective (AUC on
+   reward rows of the validation split, minus the optional cost term and size-budget excess); the best seen is
+   kept (`best_scored`); the generator then takes a REINFORCE step (eq. 20-23; random search takes none).
+   Skipped on reward rows of a single class.
 
-`trainer.global_step` counts optimizer steps: 3 per batch (2 during warm-up or with sampler="uniform").
-Configure runs with max_epochs and val_check_interval in batches, not max_steps.
+The warm-up is `schedule.warmup_epochs` (a float), turned into batches at train start. `trainer.global_step`
+counts optimizer steps: 3 per batch (2 during warm-up or for random search); the module counts batches in its
+`batch_count` buffer (checkpointed). Configure runs with max_epochs and val_check_interval, not max_steps.
 
-Every rank draws the same architectures (torch.Generators seeded from (seed, batch counter, phase); the
-counter is a buffer, so it is checkpointed) and sees the same reward (scores and labels are all-gathered
-before the AUC). Each validation scores the candidate (the generator's greedy architecture; random search's
-best scored one), optionally refined by `refine_sweeps` of coordinate ascent over the pairs and pruned of
-the vectors worth at most `prune_tolerance` of the objective (search/refine.py; not during the warm-up,
-whose candidate is the untrained generator's), on the whole validation
-split with inherited weights (`val/auc`, `val/logloss`, `val/params`, and
-`val/score` = the objective on val/auc, equal to val/auc without cost term or budget); the best by val/score
-is kept and written by `search/callbacks.py` to `<log_dir>/best_architecture.json`. EarlyStopping on
-`val/score` (or `val/auc`), mode max, ends it.
+Every rank draws the same architectures (torch.Generators seeded from (seed, batch counter, phase)) and sees
+the same reward (scores and labels are all-gathered before the AUC). Each validation after the warm-up scores
+the proposer's candidate (the generator's greedy architecture; random search's best scored one), refined by
+`reward.refine_sweeps` of coordinate ascent over the pairs and pruned of the vectors worth at most
+`reward.prune_tolerance` (search/refine.py), on the whole validation split with inherited weights (`val/auc`,
+`val/logloss`, `val/params`, `val/score` = the objective on val/auc); the best by val/score is kept and
+written by `search/callbacks.py` to `<log_dir>/best_architecture.json`. Validations during the warm-up score
+the teacher instead and log it as `warmup/teacher_auc`, `warmup/teacher_logloss`, `warmup/teacher_params`
+only: no candidate exists yet, so none is validated, kept or checkpointed as best. EarlyStopping on
+`val/score`, mode max, ends the search (the CLI's skips the warm-up: autoias_pl/cli_callbacks.py).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +47,22 @@ from autoias_pl.data.batch import CTRBatch
 from autoias_pl.io import run_dir
 from autoias_pl.metrics import ctr_metrics
 from autoias_pl.search.callbacks import BestArchitectureWriter, SearchViews
-from autoias_pl.search.generator import ArchitectureGenerator, PairDecision
+from autoias_pl.search.config import (
+    CONFIGS,
+    DistillConfig,
+    GeneratorConfig,
+    RewardConfig,
+    ScheduleConfig,
+    SpaceConfig,
+    SupernetConfig,
+    as_config,
+    recipe_from_flat,
+    to_dict,
+)
+from autoias_pl.search.generator import ArchitectureGenerator, GeneratorSample
+from autoias_pl.search.proposer import Proposer, make_proposer
 from autoias_pl.search.refine import prune_vectors, refine_pairs
 from autoias_pl.search.reward import (
-    BaselineKind,
     RewardShaper,
     budget_excess,
     kd_student_loss,
@@ -57,7 +70,7 @@ from autoias_pl.search.reward import (
     reinforce_loss,
     selection_cost,
 )
-from autoias_pl.space import COMPONENTS, FUNCTIONS, Architecture, SearchSpace
+from autoias_pl.space import COMPONENTS, Architecture, SearchSpace
 from autoias_pl.supernet.supernet import Supernet
 
 BEST_ARCH_FILE = "best_architecture.json"
@@ -74,82 +87,52 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class AutoIASSearch(LightningModule):
-    """Supernet (KD-trained) + architecture generator (REINFORCE). See the module docstring."""
+    """Supernet (KD-trained) + architecture proposer (the generator's REINFORCE, or random search). See the
+    module docstring; the recipe is the configs of search/config.py (each accepts its dict too, as a
+    checkpoint's hparams hold it)."""
 
     def __init__(
         self,
         field_names: list[str],
         vocab_sizes: list[int],
         schema_hash: str = "",
-        emb_dims: tuple[int, ...] = (4, 8, 16, 32, 64, 128),
-        proj_dims: tuple[int, ...] = (4, 8, 16, 32, 64, 128),
-        functions: tuple[str, ...] = FUNCTIONS,
-        num_layers: int = 5,
-        hidden_units: tuple[int, ...] = (64, 128, 256),
-        output_insertion: bool = True,
+        space: SpaceConfig = SpaceConfig(),  # noqa: B008 (frozen: a shared default is safe)
+        supernet: SupernetConfig = SupernetConfig(),  # noqa: B008
+        distill: DistillConfig = DistillConfig(),  # noqa: B008
+        generator: GeneratorConfig = GeneratorConfig(),  # noqa: B008
+        reward: RewardConfig = RewardConfig(),  # noqa: B008
+        schedule: ScheduleConfig = ScheduleConfig(),  # noqa: B008
         supernet_optimizer: OptimizerCallable = adam,
         generator_optimizer: OptimizerCallable = adam,
-        num_students: int = 9,
-        beta: float = 0.5,
-        num_reward_archs: int = 4,
-        alpha_tau: float = 0.9,
-        sampler: Literal["generator", "uniform"] = "generator",
-        reward_rows: int = 0,
-        baseline: BaselineKind = "ema",
-        reward_scaling: bool = False,
-        entropy_weight: float = 0.0,
-        warmup_batches: int = 0,
-        cost_weight: float = 0.0,
-        generator_embed_dim: int = 16,
-        generator_hidden_dim: int = 64,
-        init_select_prob: float | None = None,
-        init_std: float = 0.01,
-        share_insert_blocks: bool = False,
         seed: int = 0,
-        pair_decision: PairDecision = "separate",
-        max_params: int | None = None,
-        max_macs: int | None = None,
-        teacher_functions: Literal["concat", "uniform"] = "concat",
-        refine_sweeps: int = 0,
-        function_blocks: bool = True,
-        prune_tolerance: float = 0.0,
-        uniform_students: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["supernet_optimizer", "generator_optimizer"])
+        cfg = {k: as_config(CONFIGS[k], v) for k, v in (("space", space), ("supernet", supernet),
+               ("distill", distill), ("generator", generator), ("reward", reward), ("schedule", schedule))}
+        self.save_hyperparameters({"field_names": list(field_names), "vocab_sizes": [int(v) for v in vocab_sizes],
+                                   "schema_hash": schema_hash, **{k: to_dict(c) for k, c in cfg.items()},
+                                   "seed": seed})
         self.automatic_optimization = False
-        if sampler not in ("generator", "uniform"):
-            raise ValueError(f"sampler must be 'generator' or 'uniform', got {sampler!r}")
-        if num_students < 1 or num_reward_archs < 1 or reward_rows < 0 or warmup_batches < 0:
-            raise ValueError("num_students, num_reward_archs must be >= 1; reward_rows, warmup_batches >= 0")
-        self.space = SearchSpace(tuple(field_names), tuple(emb_dims), tuple(proj_dims), tuple(functions),
-                                 num_layers, tuple(hidden_units), output_insertion, schema_hash)
+        self.space_config, self.supernet_config = cfg["space"], cfg["supernet"]
+        self.distill, self.generator_config = cfg["distill"], cfg["generator"]
+        self.reward, self.schedule = cfg["reward"], cfg["schedule"]
+        s = self.space_config
+        self.space = SearchSpace(tuple(field_names), s.emb_dims, s.proj_dims, s.functions, s.num_layers,
+                                 s.hidden_units, s.output_insertion, schema_hash)
         self.vocab_sizes = [int(v) for v in vocab_sizes]
-        self.supernet_optimizer, self.generator_optimizer = supernet_optimizer, generator_optimizer
-        self.num_students, self.beta, self.num_reward_archs = num_students, beta, num_reward_archs
-        self.sampler, self.reward_rows, self.warmup_batches = sampler, reward_rows, warmup_batches
-        self.entropy_weight, self.cost_weight, self.seed = entropy_weight, cost_weight, seed
+        self.supernet_optimizer, self.generator_optimizer, self.seed = supernet_optimizer, generator_optimizer, seed
+        net, gen = self.supernet_config, self.generator_config
         with torch.random.fork_rng(devices=[]):  # initial weights from `seed`; the global RNG is restored
             torch.manual_seed(seed)
-            self.supernet = Supernet(self.space, self.vocab_sizes, init_std, share_insert_blocks=share_insert_blocks,
-                                     function_blocks=function_blocks)
-            self.generator = ArchitectureGenerator(self.space, generator_embed_dim, generator_hidden_dim,
-                                                   init_select_prob, pair_decision=pair_decision)
-        self.max_params, self.max_macs = max_params, max_macs
-        if refine_sweeps < 0 or refine_sweeps and reward_rows == 0:
-            raise ValueError("refine_sweeps must be >= 0 and needs the fixed reward set (reward_rows > 0)")
-        self.refine_sweeps = refine_sweeps
-        if prune_tolerance < 0 or prune_tolerance and reward_rows == 0:
-            raise ValueError("prune_tolerance must be >= 0 and needs the fixed reward set (reward_rows > 0)")
-        self.prune_tolerance = prune_tolerance
-        if not 0 <= uniform_students <= num_students:
-            raise ValueError(f"uniform_students must be in [0, num_students={num_students}], got {uniform_students}")
-        self.uniform_students = uniform_students
-        self.shaper = RewardShaper(baseline, alpha_tau, reward_scaling)
+            self.supernet = Supernet(self.space, self.vocab_sizes, net.init_std,
+                                     share_insert_blocks=net.share_insert_blocks, function_blocks=net.function_blocks)
+            self.generator = ArchitectureGenerator(self.space, gen.embed_dim, gen.hidden_dim, gen.init_select_prob,
+                                                   pair_decision=gen.pair_decision)
+        self.proposer: Proposer = make_proposer(gen.proposer, self.generator)
+        self.shaper = RewardShaper(self.reward.baseline, self.reward.alpha_tau, self.reward.scaling)
         self.register_buffer("batch_count", torch.zeros((), dtype=torch.long))
-        if teacher_functions not in ("concat", "uniform"):
-            raise ValueError(f"teacher_functions must be 'concat' or 'uniform', got {teacher_functions!r}")
-        self.teacher, self.teacher_functions = Architecture.teacher(self.space), teacher_functions
+        self.teacher = Architecture.teacher(self.space)
+        self.warmup_batches = 0  # schedule.warmup_epochs in batches, set at train start (`on_train_start`)
         self.val_metrics = ctr_metrics("val/")
         self.best_score = -math.inf  # best val/score (val/auc - cost term)
         self.best_architecture: Architecture | None = None
@@ -159,6 +142,13 @@ class AutoIASSearch(LightningModule):
         self._reward_set: CTRBatch | None = None
         self._best_path: Path | None = None
         self._decisions = {c: self.space.num_decisions(c) for c in COMPONENTS}
+
+    @classmethod
+    def from_flat(cls, field_names: list[str], vocab_sizes: list[int], schema_hash: str = "",
+                  **flat: Any) -> AutoIASSearch:
+        """The module from flat keywords (`num_students=3, reward_rows=512, ...`, search/config.py's
+        `recipe_from_flat`): for scripts and tests that set a few fields of the recipe."""
+        return cls(field_names, vocab_sizes, schema_hash, **recipe_from_flat(**flat))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.supernet_optimizer(self.supernet.parameters()),
@@ -177,12 +167,30 @@ class AutoIASSearch(LightningModule):
     def on_fit_start(self) -> None:
         trainer = self.trainer
         self._best_path = run_dir(trainer) / BEST_ARCH_FILE  # all ranks
-        if self.reward_rows > 0 and self._reward_set is None:
+        rows = self.reward.rows
+        if rows > 0 and self._reward_set is None:
             dm = self.trainer.datamodule
             if dm is None or not hasattr(dm, "reward_set"):
-                raise ValueError(f"reward_rows={self.reward_rows} needs a DataModule with reward_set(rows) "
+                raise ValueError(f"reward.rows={rows} needs a DataModule with reward_set(rows) "
                                  "(CTRDataModule), or call set_reward_set(batch) before fit")
-            self.set_reward_set(dm.reward_set(self.reward_rows))
+            self.set_reward_set(dm.reward_set(rows))
+
+    def on_train_start(self) -> None:
+        """schedule.warmup_epochs in training batches: round(epochs x batches per epoch), from the train loader
+        as the trainer limits it (limit_train_batches), known once the fit loop has set it up (after the sanity
+        check, which validates the untrained candidate; setting the loader up earlier would break an exact
+        mid-epoch resume). Counted on `batch_count` (one per batch, whatever the
+        optimizer steps; a checkpointed buffer), so a resumed run keeps the same warm-up."""
+        self.warmup_batches = self._warmup_batches(self.trainer.num_training_batches)
+
+    def _warmup_batches(self, per_epoch: float) -> int:
+        epochs = self.schedule.warmup_epochs
+        if epochs == 0:
+            return 0
+        if not math.isfinite(per_epoch):
+            raise ValueError(f"schedule.warmup_epochs={epochs} needs a train loader with a length "
+                             "(or limit_train_batches as a number of batches)")
+        return max(1, round(epochs * per_epoch))
 
     def _world(self) -> tuple[int, int]:
         trainer = self._trainer
@@ -212,7 +220,7 @@ class AutoIASSearch(LightningModule):
         """The largest architecture (paper 3.3.1: concat everywhere), or with teacher_functions="uniform" the
         same with each pair's function drawn uniformly per batch: the full-width steps then train every
         function's use of the shared projections, instead of tuning them to concat alone."""
-        if self.teacher_functions == "concat":
+        if self.supernet_config.teacher_functions == "concat":
             return self.teacher
         rng = phase_generator(self.seed, step, "teacher")
         func = torch.randint(len(self.space.functions), (self.space.num_pairs,), generator=rng)
@@ -225,7 +233,7 @@ class AutoIASSearch(LightningModule):
         total = soft_sum = hard_sum = 0.0
         for arch in archs:
             loss, soft, hard = kd_student_loss(self.supernet(batch.features, arch), teacher_prob,
-                                               batch.labels, self.beta)
+                                               batch.labels, self.distill.beta)
             total, soft_sum, hard_sum = total + loss, soft_sum + soft.detach(), hard_sum + hard.detach()
         n = len(archs)
         self._step(total / n, opt, "students", step)
@@ -233,27 +241,31 @@ class AutoIASSearch(LightningModule):
                        "train/student_hard_loss": hard_sum / n})
 
     def sample_students(self, step: int) -> list[Architecture]:
-        """The N students of batch `step`: uniform in warm-up or with sampler="uniform", else the generator's,
-        of which `uniform_students` stay uniform draws: the supernet keeps training every function's path
-        after the generator has concentrated (otherwise a path the early generator dropped, as product before
-        the crosses are learnt, is never trained again and the generator cannot come back to it)."""
-        rng = phase_generator(self.seed, step, "students")
-        if self.sampler == "uniform" or step < self.warmup_batches:
-            return [Architecture.uniform_random(self.space, rng) for _ in range(self.num_students)]
-        uniform = [Architecture.uniform_random(self.space, rng) for _ in range(self.uniform_students)]
-        if self.uniform_students == self.num_students:
-            return uniform
-        with torch.no_grad():
-            return self.generator.sample(self.num_students - self.uniform_students, rng).architectures + uniform
+        """The N students of batch `step`: uniform in warm-up or for a proposer that does not learn (random
+        search), else the proposer's, of which `distill.uniform_students` stay uniform draws: the supernet
+        keeps training every function's path after the generator has concentrated (otherwise a path the early
+        generator dropped, as product before the crosses are learnt, is never trained again and the generator
+        cannot come back to it)."""
+        rng, n, u = phase_generator(self.seed, step, "students"), self.distill.num_students, self.distill.uniform_students
+        if not self.proposer.learns or step < self.warmup_batches:
+            return [Architecture.uniform_random(self.space, rng) for _ in range(n)]
+        uniform = [Architecture.uniform_random(self.space, rng) for _ in range(u)]
+        return self.proposer.students(n - u, rng) + uniform
 
     def objective(self, archs: list[Architecture], auc: Tensor) -> Tensor:
         """The search objective (M,) float64: AUC minus the optional cost term and size-budget excess."""
-        out = auc.double()
-        if self.cost_weight:
-            out = out - self.cost_weight * selection_cost(archs)
-        if self.max_params or self.max_macs:
-            out = out - budget_excess(archs, self.vocab_sizes, self.max_params, self.max_macs)
+        out, r = auc.double(), self.reward
+        if r.cost_weight:
+            out = out - r.cost_weight * selection_cost(archs)
+        if r.max_params or r.max_macs:
+            out = out - budget_excess(archs, self.vocab_sizes, r.max_params, r.max_macs)
         return out
+
+    def score_on_reward_set(self, archs: list[Architecture]) -> Tensor:
+        """The objective (M,) float64 of `archs` on the fixed reward rows (what refine/prune compare)."""
+        if self._reward_set is None:
+            raise RuntimeError("score_on_reward_set needs the fixed reward rows (reward.rows > 0, set at fit start)")
+        return self.objective(archs, self.reward_auc(archs, self._reward_set))
 
     @torch.no_grad()
     def reward_auc(self, archs: list[Architecture], rows: CTRBatch) -> Tensor:
@@ -263,39 +275,48 @@ class AutoIASSearch(LightningModule):
         return batched_auc(scores.float(), labels).cpu()  # (M,)
 
     def _generator_phase(self, reward: CTRBatch | None, opt: Any, step: int) -> None:
-        """Eq. 20-23: M architectures, their AUC on the reward rows, a REINFORCE step of the generator.
-        With sampler="uniform" the M architectures are uniform draws, scored the same way, and no step is
-        taken (random search); both keep the best-scoring architecture seen (`best_scored`)."""
-        rows = self._reward_set if self.reward_rows > 0 else reward
-        if rows is None:
-            raise ValueError("reward_rows=0 takes each step's reward batch from the reward stream: use "
-                             "CTRDataModule(reward_stream=True) (a dict batch with 'train' and 'reward')")
-        rows = CTRBatch(rows.features.to(self.device), rows.labels.to(self.device))  # no-op when already there
-        rng = phase_generator(self.seed, step, "rewards")
-        if self.sampler == "uniform":
-            archs, sample = [Architecture.uniform_random(self.space, rng) for _ in range(self.num_reward_archs)], None
-        else:
-            sample = self.generator.sample(self.num_reward_archs, rng)
-            archs = sample.architectures
+        """Eq. 20-23: M proposals, their objective on the reward rows, the best kept (`best_scored`), and for a
+        learning proposer (the generator) a REINFORCE step; random search only scores (search/proposer.py)."""
+        rows = self._reward_rows(reward)
+        proposal = self.proposer.propose(self.reward.num_archs, phase_generator(self.seed, step, "rewards"))
+        archs = proposal.architectures
         auc = self.reward_auc(archs, rows)  # (M,)
         if torch.isnan(auc).any():  # a single class in the reward rows: no reward, no update
             return
         rewards = self.objective(archs, auc)  # (M,)
+        self._track_best(archs, rewards)
+        logs = {"search/auc": auc.mean(), "search/best_scored": self.best_scored[0],
+                "search/archs_scored": float(self.archs_scored)}
+        if proposal.sample is not None:
+            logs |= self._reinforce(proposal.sample, rewards, opt, step)
+        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in logs.items()})
+
+    def _reward_rows(self, reward: CTRBatch | None) -> CTRBatch:
+        """The fixed reward set (reward.rows > 0) or this step's reward batch, on the module's device."""
+        rows = self._reward_set if self.reward.rows > 0 else reward
+        if rows is None:
+            raise ValueError("reward.rows=0 takes each step's reward batch from the reward stream: use "
+                             "CTRDataModule(reward_stream=True) (a dict batch with 'train' and 'reward')")
+        return CTRBatch(rows.features.to(self.device), rows.labels.to(self.device))  # no-op when already there
+
+    def _track_best(self, archs: list[Architecture], rewards: Tensor) -> None:
+        """Counts the scored architectures and keeps the best-scoring one seen (`best_scored`)."""
         self.archs_scored += len(archs)
         top = int(rewards.argmax())
         if self.best_scored is None or float(rewards[top]) > self.best_scored[0]:
             self.best_scored = (float(rewards[top]), archs[top])
-        logs = {"search/auc": auc.mean(), "search/best_scored": self.best_scored[0],
-                "search/archs_scored": float(self.archs_scored)}
-        if sample is not None:
-            baseline = self.shaper.baseline if self.shaper.steps > 0 else float(rewards.mean())
-            adv = self.shaper(rewards)  # (M,)
-            loss = reinforce_loss(sample.log_prob, adv, sample.entropy, self.entropy_weight, self._decisions)
-            self._step(loss, opt, "generator", step)
-            logs |= {"search/reward": rewards.mean() - baseline, "search/baseline": baseline,
-                     "search/generator_loss": loss.detach()}
-            logs |= {f"search/entropy/{c}": h.detach().mean() for c, h in sample.entropy.items()}
-        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in logs.items()})
+
+    def _reinforce(self, sample: GeneratorSample, rewards: Tensor, opt: Any, step: int) -> dict[str, Any]:
+        """Advantages (baseline, optional scaling) -> -mean(log P(a) A) - entropy bonus, one generator step;
+        returns what to log."""
+        baseline = self.shaper.baseline if self.shaper.steps > 0 else float(rewards.mean())
+        adv = self.shaper(rewards)  # (M,)
+        loss = reinforce_loss(sample.log_prob, adv, sample.entropy, self.generator_config.entropy_weight,
+                              self._decisions)
+        self._step(loss, opt, "generator", step)
+        return {"search/reward": rewards.mean() - baseline, "search/baseline": baseline,
+                "search/generator_loss": loss.detach()} | {
+                f"search/entropy/{c}": h.detach().mean() for c, h in sample.entropy.items()}
 
     def _gather_scores(self, scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """(M, b), (b,) per rank -> (M, W*b), (W*b,) from all ranks (identical everywhere)."""
@@ -320,36 +341,42 @@ class AutoIASSearch(LightningModule):
     @property
     def in_warmup(self) -> bool:
         """True until the first batch after the uniform warm-up (no architecture has been learnt or scored
-        yet); the CLI's early stopping skips such validations (autoias_pl/cli_callbacks.py)."""
+        yet). Its validations score the teacher, logged as `warmup/*` only (see `validated_architecture`); the
+        CLI's early stopping and best checkpoint skip them (autoias_pl/cli_callbacks.py)."""
         return int(self.batch_count) <= self.warmup_batches and self.warmup_batches > 0
 
-    # ----- validation: the generator's greedy architecture on the whole validation split -----
+    # ----- validation: the proposer's candidate on the whole validation split -----
     def candidate(self) -> Architecture:
-        """The architecture validation scores: the generator's greedy one, or with sampler="uniform" the
-        best one random search has scored (the untrained generator's greedy one before any)."""
-        if self.sampler == "uniform" and self.best_scored is not None:
-            return self.best_scored[1]
-        return self.generator.greedy()
+        """The proposer's candidate: the generator's greedy architecture, or random search's best scored one
+        (the untrained generator's greedy one before any)."""
+        return self.proposer.candidate(None if self.best_scored is None else self.best_scored[1])
+
+    @property
+    def validated_architecture(self) -> Architecture | None:
+        """The architecture the current (or last) validation scores, read-only: during the warm-up the teacher
+        (the largest architecture: how far the shared weights have come; no candidate exists yet), after it the
+        candidate, refined and pruned (reward.refine_sweeps / prune_tolerance)."""
+        return self._val_arch
 
     def on_validation_epoch_start(self) -> None:
-        arch = self.candidate()
-        # during the warm-up the candidate is the untrained generator's: nothing to refine or prune yet
-        if self._reward_set is not None and not self.trainer.sanity_checking and not self.in_warmup:
-            rows = self._reward_set
-
-            def score(archs: list[Architecture]) -> Tensor:
-                return self.objective(archs, self.reward_auc(archs, rows))
-
-            if self.refine_sweeps:
-                arch = refine_pairs(arch, score, self.refine_sweeps, seed=self.seed + int(self.batch_count))
-                self.log_dict({"search/refine_gain": arch.provenance["refined_to"] - arch.provenance["refined_from"],
-                               "search/refine_changes": float(arch.provenance["changes"])})
-            if self.prune_tolerance:
-                arch = prune_vectors(arch, score, self.prune_tolerance)
-                self.log_dict({"search/prune_loss": arch.provenance["pruned_from"] - arch.provenance["pruned_to"],
-                               "search/pruned": float(arch.provenance["pruned"])})
-        self._val_arch = arch
+        self._val_arch = self.teacher if self.in_warmup else self._post_process(self.candidate())
         self.val_metrics.reset()
+
+    def _post_process(self, arch: Architecture) -> Architecture:
+        """`arch` refined over its pairs and pruned of the vectors worth at most reward.prune_tolerance, on the
+        fixed reward rows (search/refine.py); unchanged without them and in the sanity check."""
+        r = self.reward
+        if self._reward_set is None or self.trainer.sanity_checking or not (r.refine_sweeps or r.prune_tolerance):
+            return arch
+        if r.refine_sweeps:
+            arch = refine_pairs(arch, self.score_on_reward_set, r.refine_sweeps, seed=self.seed + int(self.batch_count))
+            self.log_dict({"search/refine_gain": arch.provenance["refined_to"] - arch.provenance["refined_from"],
+                           "search/refine_changes": float(arch.provenance["changes"])})
+        if r.prune_tolerance:
+            arch = prune_vectors(arch, self.score_on_reward_set, r.prune_tolerance)
+            self.log_dict({"search/prune_loss": arch.provenance["pruned_from"] - arch.provenance["pruned_to"],
+                           "search/pruned": float(arch.provenance["pruned"])})
+        return arch
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         rows, _ = _unpack(batch)
@@ -358,11 +385,15 @@ class AutoIASSearch(LightningModule):
     def on_validation_epoch_end(self) -> None:
         scores = {k: float(v) for k, v in self.val_metrics.compute().items()}  # synced across ranks
         arch = self._val_arch
-        params = arch.num_params(self.vocab_sizes)
-        # the search objective: val/auc minus the same cost term as the reward (= val/auc when cost_weight = 0)
+        params = float(arch.num_params(self.vocab_sizes))
+        if self.in_warmup:  # the teacher: its own keys, never a candidate's val/auc, val/score or best
+            self.log_dict({"warmup/teacher_auc": scores["val/auc"], "warmup/teacher_logloss": scores["val/logloss"],
+                           "warmup/teacher_params": params}, sync_dist=True, prog_bar=True)
+            return
+        # the search objective: val/auc minus the same cost term as the reward (= val/auc without cost or budget)
         score = float(self.objective([arch], torch.tensor([scores["val/auc"]]))[0])
         self.log_dict({"val/auc": scores["val/auc"], "val/logloss": scores["val/logloss"],
-                       "val/params": float(params), "val/score": score}, sync_dist=True, prog_bar=True)
+                       "val/params": params, "val/score": score}, sync_dist=True, prog_bar=True)
         if self.trainer.sanity_checking:
             return
         if score > self.best_score:

@@ -1,8 +1,9 @@
 """Read the supernet out of a search checkpoint without Lightning (nor the search module, nor the data).
 
 A search checkpoint (`autoias fit` with `autoias_pl.search.AutoIASSearch`) holds the search's init
-arguments in `hyper_parameters` (the space's candidates, `vocab_sizes`, `share_insert_blocks`,
-`function_blocks`; absent in checkpoints older than it: False) and the supernet's weights in `state_dict` under `supernet.`; that is all `supernet_from_checkpoint` reads.
+arguments in `hyper_parameters` (`field_names`, `vocab_sizes`, `schema_hash`, and the recipe as dicts: the
+space's candidates under `space`, `share_insert_blocks` and `function_blocks` under `supernet`) and the
+supernet's weights in `state_dict` under `supernet.`; that is all `supernet_from_checkpoint` reads.
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ from autoias_pl.space import ArchitectureError, SearchSpace
 from autoias_pl.supernet.supernet import Supernet
 
 PREFIX = "supernet."
-SPACE_KEYS = ("field_names", "emb_dims", "proj_dims", "functions", "num_layers", "hidden_units",
-              "output_insertion", "schema_hash")
+SPACE_KEYS = ("emb_dims", "proj_dims", "functions", "num_layers", "hidden_units", "output_insertion")
 
 
 def space_of(hparams: Mapping[str, Any], source: str = "<checkpoint>") -> SearchSpace:
     """The search space of a search checkpoint's `hyper_parameters` (ArchitectureError if one is missing)."""
-    missing = [k for k in (*SPACE_KEYS, "vocab_sizes") if k not in hparams]
+    space = hparams.get("space")
+    space = space if isinstance(space, Mapping) else {}
+    missing = [k for k in ("field_names", "vocab_sizes", "schema_hash") if k not in hparams]
+    missing += [f"space.{k}" for k in SPACE_KEYS if k not in space]
     if missing:
         raise ArchitectureError(f"{source}: not a search checkpoint (hyper_parameters lack {missing})")
-    h = hparams
-    return SearchSpace(tuple(h["field_names"]), tuple(h["emb_dims"]), tuple(h["proj_dims"]),
+    h = space
+    return SearchSpace(tuple(hparams["field_names"]), tuple(h["emb_dims"]), tuple(h["proj_dims"]),
                        tuple(h["functions"]), int(h["num_layers"]), tuple(h["hidden_units"]),
-                       bool(h["output_insertion"]), str(h["schema_hash"]))
+                       bool(h["output_insertion"]), str(hparams["schema_hash"]))
 
 
 def supernet_from_checkpoint(path: str | Path) -> Supernet:
@@ -44,8 +47,9 @@ def supernet_from_checkpoint(path: str | Path) -> Supernet:
     if not weights:
         raise ArchitectureError(f"{path}: not a search checkpoint (no {PREFIX}* weights in its state_dict)")
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the global RNG alone
+        options = hparams.get("supernet") or {}
         net = Supernet(space, [int(v) for v in hparams["vocab_sizes"]],
-                       share_insert_blocks=bool(hparams.get("share_insert_blocks", False)),
-                       function_blocks=bool(hparams.get("function_blocks", False)))
+                       share_insert_blocks=bool(options.get("share_insert_blocks", False)),
+                       function_blocks=bool(options.get("function_blocks", True)))
     net.load_state_dict(weights)
     return net

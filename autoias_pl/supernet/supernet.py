@@ -83,7 +83,8 @@ class Supernet(nn.Module):
     interaction function ((n + P * F, D, H) per layer): the MLP weights that read a pair's vector are then
     trained only on vectors of that function (a product and a sum have different scales and meanings; one
     block shared by the four functions learns to read the linear ones and the product's crosses are lost).
-    The standalone model is the same either way (it has one function per pair).
+    The standalone model is the same either way (it has one function per pair). On by default, as in the
+    search (search/config.py's SupernetConfig); False is the first implementation (one block per pair).
     """
 
     def __init__(
@@ -93,7 +94,7 @@ class Supernet(nn.Module):
         init_std: float = 0.01,
         sparse: bool = False,
         share_insert_blocks: bool = False,
-        function_blocks: bool = False,
+        function_blocks: bool = True,
     ) -> None:
         super().__init__()
         if len(vocab_sizes) != space.num_fields:

@@ -34,7 +34,7 @@ def arch_hash(arch: Architecture) -> str:
 class RecordingSearch(AutoIASSearch):
     """AutoIASSearch that records the hash of every architecture it samples (students and rewards)."""
 
-    def __init__(self, *args, **kwargs) -> None:  # test helper only; the real module takes typed args
+    def __init__(self, *args, **kwargs) -> None:  # test helper only; the real module takes typed configs
         super().__init__(*args, **kwargs)
         self.sampled: list[str] = []
         sample = self.generator.sample
@@ -48,7 +48,7 @@ class RecordingSearch(AutoIASSearch):
 
     def sample_students(self, step: int) -> list[Architecture]:
         archs = super().sample_students(step)
-        if self.sampler == "uniform" or step < self.warmup_batches:
+        if not self.proposer.learns or step < self.warmup_batches:  # uniform draws (generator draws: above)
             self.sampled += [arch_hash(a) for a in archs]
         return archs
 
@@ -60,8 +60,9 @@ SMALL = {"emb_dims": (2, 4), "proj_dims": (2, 4), "num_layers": 2, "hidden_units
 
 
 def make(**kw: Any) -> AutoIASSearch:
-    """A small search over 5 fields of 16 ids (`SMALL`), 512 reward rows; `kw` overrides."""
-    return AutoIASSearch(FIELDS, [16] * 5, **{**SMALL, "reward_rows": 512, **kw})
+    """A small search over 5 fields of 16 ids (`SMALL`), 512 reward rows; `kw` overrides flat recipe keywords
+    (search/config.py's `recipe_from_flat`)."""
+    return AutoIASSearch.from_flat(FIELDS, [16] * 5, **{**SMALL, "reward_rows": 512, **kw})
 
 
 @pytest.fixture(scope="module")
