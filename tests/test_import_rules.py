@@ -19,7 +19,8 @@ LEAVES = ("autoias_pl.io", "autoias_pl.auc", "autoias_pl.errors")
 DATA = ("autoias_pl.data",)
 CORE = ("autoias_pl.space", "autoias_pl.layout", "autoias_pl.interactions", "autoias_pl.ctr_model",
         "autoias_pl.baselines", "autoias_pl.supernet", "autoias_pl.references")
-SEARCH_LOGIC = ("autoias_pl.search.generator", "autoias_pl.search.reward", "autoias_pl.search.refine")
+SEARCH_LOGIC = ("autoias_pl.search.generator", "autoias_pl.search.reward", "autoias_pl.search.refine",
+                "autoias_pl.search.config", "autoias_pl.search.proposer")
 CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.demo", "autoias_pl.compare", "autoias_pl.serve.cli",
         "autoias_pl.ablations")
 SERVE = ("autoias_pl.serve",)
