@@ -269,6 +269,7 @@ def two_threads() -> Iterator[None]:
 
 
 @pytest.mark.slow
+@pytest.mark.proof
 @pytest.mark.usefixtures("two_threads")
 def test_search_finds_planted_pairs_in_the_whole_space(tmp_path: Path) -> None:
     data = tmp_path / "data"
