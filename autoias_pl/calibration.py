@@ -142,14 +142,15 @@ class Calibrator(nn.Module):
         return torch.sigmoid(logits)
 
     def _interpolate(self, logits: Tensor) -> Tensor:
-        """np.interp(z, knots_x, knots_p) (clipped outside), as comparisons: no searchsorted, so ONNX exports it."""
-        x, p = self.knots_x.to(logits.dtype), self.knots_p.to(logits.dtype)  # (K,)
+        """np.interp(z, knots_x, knots_p) (clipped outside) in float64, as comparisons: no searchsorted, so
+        ONNX exports it."""
+        x, p, z = self.knots_x, self.knots_p, logits.double()  # (K,), (K,), (B,)
         if x.numel() == 1:
-            return p.expand(logits.shape)
-        i = (logits[:, None] >= x[None, :]).sum(1).clamp(1, x.numel() - 1)  # (B,) right knot, in 1..K-1
+            return p.to(logits.dtype).expand(logits.shape)
+        i = (z[:, None] >= x[None, :]).sum(1).clamp(1, x.numel() - 1)  # (B,) right knot, in 1..K-1
         x0, x1, p0, p1 = x[i - 1], x[i], p[i - 1], p[i]
-        t = ((logits - x0) / (x1 - x0)).clamp(0, 1)  # (B,)
-        return p0 + t * (p1 - p0)
+        t = ((z - x0) / (x1 - x0)).clamp(0, 1)  # (B,)
+        return (p0 + t * (p1 - p0)).to(logits.dtype)
 
     def logit(self, logits: Tensor) -> Tensor:
         """The calibrated logits (B,) (for logloss from logits): a z + b for Platt, else logit(clip(p))."""
