@@ -171,6 +171,8 @@ class AutoIASRetrain(LightningModule):
         if l2_embedding < 0 or weight_decay_dense < 0 or not 0 <= dropout < 1:
             raise ValueError(f"need l2_embedding >= 0, weight_decay_dense >= 0 and 0 <= dropout < 1, got "
                              f"{l2_embedding}, {weight_decay_dense}, {dropout}")
+        if not 0 <= lr_plateau_factor < 1:
+            raise ValueError(f"need 0 <= lr_plateau_factor < 1 (0: off), got {lr_plateau_factor}")
         self.arch: Architecture | None
         if architecture_json is None and is_reference(architecture):  # a published model, not in the space:
             self.arch = None  # its name and the baseline_* sizes rebuild it (architecture_json stays None)
@@ -322,13 +324,13 @@ class AutoIASRetrain(LightningModule):
 
     def on_fit_end(self) -> None:
         """`fit_summary.json`: how the fit ended; a warning when it hit max_epochs while still improving."""
-        summary = fit_summary(self.trainer)
-        path = run_dir(self.trainer) / FIT_SUMMARY_FILE
+        summary, checkpoint = fit_summary(self.trainer), self.trainer.checkpoint_callback
         if self.trainer.is_global_zero:
             if summary["hit_max_epochs"]:
                 log.warning(f"training hit max_epochs={self.trainer.max_epochs} while {summary['monitor']} was "
                             f"still improving (best epoch {summary['best_epoch']}): raise trainer.max_epochs")
-            atomic_write_text(path, json.dumps(summary, indent=1) + "\n")
+            if getattr(checkpoint, "dirpath", None):  # beside checkpoints/, where test finds it from its ckpt
+                atomic_write_text(Path(checkpoint.dirpath).parent / FIT_SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
 
     def on_test_epoch_end(self) -> None:
         values = {k: float(v) for k, v in self.test_metrics.compute().items()}  # every rank: synced
