@@ -175,6 +175,11 @@ def test_compare_applies_a_recipe_config_after_retrain_yaml(synth_dir: Path, tmp
     assert (ckpt["hyper_parameters"]["l2_embedding"], ckpt["hyper_parameters"]["dropout"]) == (0.02, 0.1)
     (key,) = [k for k in ckpt["callbacks"] if k.startswith("ModelCheckpoint")]
     assert "'monitor': 'val/logloss'" in key and ckpt["callbacks"][key]["best_model_score"] > 0
+    assert "early stopping (on val/auc)" in (tmp_path / "c" / "results.md").read_text()  # the recipe's stop monitor
+    recipe.write_text("early_stopping: {monitor: val/logloss, mode: min}\n")
+    compare.main(["--data", str(synth_dir), "--models", "ref:deepfm", "--seeds", "1", "--out", str(tmp_path / "d"),
+                  "--retrain-config", str(recipe), *SMALL])
+    assert "early stopping (on val/logloss)" in (tmp_path / "d" / "results.md").read_text()  # not the default's
 
 
 # ----- issue 19: batch norm, lr on plateau, calibration in the checkpoint, the fit summary -----
