@@ -312,7 +312,7 @@ class AutoIASRetrain(LightningModule):
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=hp.lr_plateau_factor,
                                                              patience=hp.lr_plateau_patience)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": hp.lr_plateau_monitor,
-                                                   "interval": "epoch"}}
+                                                   "interval": "epoch", "strict": False}}  # no val: no step
 
     def param_groups(self) -> list[dict[str, Any]]:
         """[the embeddings and the rest (biases, ...), dense matrices with weight_decay_dense]."""
