@@ -6,9 +6,10 @@ A model is a searched architecture JSON (`best_architecture.json`), an in-space 
 autoias_pl/baselines.py) or a published reference model (`ref:deepfm`, ...: autoias_pl/references.py);
 `LABEL=MODEL` names its row. Every (model, seed) is `autoias fit` then `autoias test` of its `best.ckpt`
 (configs/retrain.yaml, `--seed_everything` = the seed) in `--out/<label>/seed<s>/`. Written atomically to
-`--out`: `results.md` and `results.csv` (per model: mean +- sample std over seeds of test AUC and logloss,
-parameters, multiply-adds per sample, training samples/s and epochs), `runs.csv` (one row per run) and
-`results.png` (test AUC vs parameters, error bars one std). Nothing imports this module (a CLI).
+`--out`: `results.md` and `results.csv` (per model: mean +- sample std over seeds of test AUC, raw and
+calibrated logloss, ECE, parameters, multiply-adds per sample, training samples/s and epochs), `runs.csv` (one
+row per run), `results.png` (test AUC vs parameters, error bars one std) and `reliability.png` (per model
+the calibrated test reliability diagram, seeds pooled). Nothing imports this module (a CLI).
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ import re
 import shutil
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+import torch
+
+from autoias_pl.calibration import reliability_figure
 from autoias_pl.data.schema import Schema
 from autoias_pl.demo import cli, common
 from autoias_pl.errors import run_main
@@ -47,11 +51,17 @@ class Run:
     seed: int
     test_auc: float
     test_logloss: float
+    test_logloss_calibrated: float
+    test_ece: float
     params: int
     macs: int | None
     epochs: int
     samples_per_s: float
     fit_seconds: float
+    best_epoch: int | None
+    hit_max_epochs: bool
+    monitor: str | None
+    reliability: list[list[float]] = field(default_factory=list, repr=False)  # (3, bins) calibrated
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,8 +140,9 @@ def run_one(args: argparse.Namespace, data: Path, out: Path, label: str, model: 
     samples = min(trainer.global_step * fit.datamodule.batch_size, rows * max(epochs, 1))  # type: ignore[attr-defined]
     cli("test", configs, o + [f"--ckpt_path={run / 'checkpoints' / 'best.ckpt'}"])
     m = json.loads((run / "test_metrics.json").read_text())
-    return Run(label, model, seed, m["test/auc"], m["test/logloss"], m["params"], m.get("macs_per_sample"),
-               epochs, samples / seconds, seconds)
+    return Run(label, model, seed, m["test/auc"], m["test/logloss"], m["test/logloss_calibrated"], m["test/ece"],
+               m["params"], m.get("macs_per_sample"), epochs, samples / seconds, seconds, m.get("best_epoch"),
+               bool(m.get("hit_max_epochs")), m.get("monitor"), m["reliability"]["calibrated"])
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -139,7 +150,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 COLUMNS = ["model", "architecture", "seeds", "test_auc_mean", "test_auc_std", "test_logloss_mean",
-           "test_logloss_std", "params", "macs_per_sample", "train_samples_per_s", "epochs"]
+           "test_logloss_std", "test_logloss_calibrated_mean", "test_logloss_calibrated_std", "test_ece_mean",
+           "test_ece_std", "params", "macs_per_sample", "train_samples_per_s", "epochs", "hit_max_epochs"]
 
 
 def summarize(runs: list[Run]) -> list[dict[str, object]]:
@@ -149,24 +161,31 @@ def summarize(runs: list[Run]) -> list[dict[str, object]]:
         rs = [r for r in runs if r.model == label]
         auc, auc_sd = _mean_std([r.test_auc for r in rs])
         ll, ll_sd = _mean_std([r.test_logloss for r in rs])
-        rows.append(dict(zip(COLUMNS, [label, rs[0].architecture, len(rs), auc, auc_sd, ll, ll_sd, rs[0].params,
-                                       rs[0].macs, statistics.fmean(r.samples_per_s for r in rs),
-                                       statistics.fmean(r.epochs for r in rs)], strict=True)))
+        cal, cal_sd = _mean_std([r.test_logloss_calibrated for r in rs])
+        ece, ece_sd = _mean_std([r.test_ece for r in rs])
+        rows.append(dict(zip(COLUMNS, [label, rs[0].architecture, len(rs), auc, auc_sd, ll, ll_sd, cal, cal_sd,
+                                       ece, ece_sd, rs[0].params, rs[0].macs,
+                                       statistics.fmean(r.samples_per_s for r in rs),
+                                       statistics.fmean(r.epochs for r in rs), sum(r.hit_max_epochs for r in rs)],
+                             strict=True)))
     return rows
 
 
 def tables(rows: list[dict[str, object]]) -> tuple[str, str]:
     """(markdown, csv) of the summary rows."""
-    md = ["| model | test AUC | test logloss | parameters | MACs / sample | train samples/s | epochs | seeds |",
-          "|---|---|---|---|---|---|---|---|"]
+    md = ["| model | test AUC | test logloss | calibrated logloss | ECE | parameters | MACs / sample | "
+          "train samples/s | epochs | seeds |", "|---|---|---|---|---|---|---|---|---|---|"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
     for r in rows:
         macs = "" if r["macs_per_sample"] is None else f"{r['macs_per_sample']:,}"
         md.append(f"| {r['model']} | {r['test_auc_mean']:.4f} ± {r['test_auc_std']:.4f} | "
-                  f"{r['test_logloss_mean']:.4f} ± {r['test_logloss_std']:.4f} | {r['params']:,} | {macs} | "
-                  f"{r['train_samples_per_s']:,.0f} | {r['epochs']:.1f} | {r['seeds']} |")
+                  f"{r['test_logloss_mean']:.4f} ± {r['test_logloss_std']:.4f} | "
+                  f"{r['test_logloss_calibrated_mean']:.4f} ± {r['test_logloss_calibrated_std']:.4f} | "
+                  f"{r['test_ece_mean']:.4f} ± {r['test_ece_std']:.4f} | {r['params']:,} | {macs} | "
+                  f"{r['train_samples_per_s']:,.0f} | {r['epochs']:.1f}{'*' if r['hit_max_epochs'] else ''} | "
+                  f"{r['seeds']} |")
         w.writerow([f"{v:.6f}" if isinstance(v, float) else ("" if v is None else v) for v in r.values()])
     return "\n".join(md) + "\n", buf.getvalue()
 
@@ -174,7 +193,7 @@ def tables(rows: list[dict[str, object]]) -> tuple[str, str]:
 def runs_csv(runs: list[Run]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    fields = list(Run.__dataclass_fields__)
+    fields = [f for f in Run.__dataclass_fields__ if f != "reliability"]
     w.writerow(fields)
     for r in runs:
         w.writerow(["" if getattr(r, f) is None else getattr(r, f) for f in fields])
@@ -197,6 +216,24 @@ def plot(rows: list[dict[str, object]], path: Path, title: str) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
+def plot_reliability(runs: list[Run], path: Path, title: str) -> None:
+    """The calibrated test reliability diagram of every model, its seeds' bins pooled."""
+    curves: dict[str, torch.Tensor] = {}
+    for r in runs:
+        stats = torch.tensor(r.reliability, dtype=torch.float64)  # (3, bins)
+        curves[r.model] = curves[r.model] + stats if r.model in curves else stats
+    fig = reliability_figure(curves, title)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+
+
+def monitor_note(runs: list[Run]) -> str:
+    """What selected the epochs, as the runs' fit summaries say (the monitor actually used)."""
+    monitors = sorted({r.monitor for r in runs if r.monitor})
+    capped = sum(r.hit_max_epochs for r in runs)
+    note = f"epochs: trained before early stopping (on {' / '.join(monitors) or 'the configured monitor'})"
+    return note + (f"; * {capped} run(s) hit max_epochs while still improving" if capped else "")
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     """A known error (no dataset at --data, an earlier comparison in --out) is one line, exit 2."""
     args = parse_args(argv)
@@ -215,16 +252,19 @@ def _main(args: argparse.Namespace) -> list[dict[str, object]]:
     title = f"{data.name}: {schema.rows['train']:,} training rows, {len(schema.field_names)} fields"
     header = f"# Comparison on {data} ({title}), seeds 0..{args.seeds - 1}\n\n"
     notes = ("mean ± sample std over seeds; parameters and MACs (multiply-adds per sample, lookups free) of the "
-             "model; train samples/s: samples trained / wall time of `autoias fit` (validation included); "
-             "epochs: trained before early stopping (configs/retrain.yaml: on val/auc - val/logloss). `ref:` rows are the published models "
-             "(autoias_pl/references.py), plain baseline names their in-space analogues (autoias_pl/baselines.py).")
+             "model; calibrated logloss and ECE (15 equal-width bins): of the probabilities after the calibrator "
+             "fitted on the validation split (configs/retrain.yaml's `calibration`); train samples/s: samples "
+             f"trained / wall time of `autoias fit` (validation included); {monitor_note(runs)}. `ref:` rows are "
+             "the published models (autoias_pl/references.py), plain baseline names their in-space analogues "
+             "(autoias_pl/baselines.py).")
     total = time.perf_counter() - start
     atomic_write_text(out / "results.md", header + md + f"\n{notes}\n\nTotal wall time {total:.0f} s.\n")
     atomic_write_text(out / "results.csv", csv_text)
     atomic_write_text(out / "runs.csv", runs_csv(runs))
     plot(rows, out / "results.png", title)
+    plot_reliability(runs, out / "reliability.png", f"{data.name}: test reliability (calibrated)")
     print("\n" + md)
-    print(f"wrote {out / 'results.md'}, results.csv, runs.csv and results.png in {total:.0f} s")
+    print(f"wrote {out / 'results.md'}, results.csv, runs.csv, results.png and reliability.png in {total:.0f} s")
     return rows
 
 

@@ -42,11 +42,14 @@ def _linear(fan_in: int, width: int) -> nn.Linear:
 
 
 class CTRModel(nn.Module):
-    """The model of `architecture` over fields with `vocab_sizes`: (B, n) int64 ids -> logits (B,)."""
+    """The model of `architecture` over fields with `vocab_sizes`: (B, n) int64 ids -> logits (B,).
+
+    `batch_norm`: BatchNorm1d after each MLP layer's Linear, before its ReLU (`norms`; a retraining option,
+    not counted by `Architecture.num_params`)."""
 
     bilinear_density = 16.0  # a read-out chunk of c product pairs over q fields is bilinear iff q^2 <= this * c
 
-    def __init__(self, arch: Architecture, vocab_sizes: Sequence[int]) -> None:
+    def __init__(self, arch: Architecture, vocab_sizes: Sequence[int], batch_norm: bool = False) -> None:
         super().__init__()
         self.architecture, self.vocab_sizes = arch, tuple(int(v) for v in vocab_sizes)
         self.layout = lay = arch.layout  # the shared ArchitectureLayout (autoias_pl/layout.py)
@@ -81,6 +84,7 @@ class CTRModel(nn.Module):
         self.slices = tuple(lay.slices(t) for t in range(L + 1))  # per target: (vector group, start, end)
         self._plan_bilinear(pos)
         self.mlp = nn.ModuleList(_linear(fan_in, h) for fan_in, h in lay.mlp)
+        self.norms = nn.ModuleList(nn.BatchNorm1d(h) if batch_norm else nn.Identity() for _, h in lay.mlp)
         self.readout = _linear(lay.readout_fan_in, 1)
         self.reset_parameters()
 
@@ -179,8 +183,8 @@ class CTRModel(nn.Module):
         """x (B, n) int64 ids -> logits (B,)."""
         groups, columns = self.vectors(x)
         o: Tensor | None = None
-        for layer, t in zip(self.mlp, self.layout.mlp_layers, strict=True):
-            o = torch.relu(layer(torch.cat(self._inputs(groups, o, t), 1)))  # (B, h_t)
+        for layer, norm, t in zip(self.mlp, self.norms, self.layout.mlp_layers, strict=True):
+            o = torch.relu(norm(layer(torch.cat(self._inputs(groups, o, t), 1))))  # (B, h_t)
         return self._readout(groups, columns, o, x.shape[0])
 
     def _readout(self, groups: list[Tensor], columns: dict[int, Tensor], o: Tensor | None, batch: int) -> Tensor:

@@ -1,4 +1,4 @@
-"""CTR metrics shared by the search and retrain modules: AUC and logloss, from torchmetrics (DDP-synced)."""
+"""CTR metrics shared by the search and retrain modules: AUC, logloss and calibration error (torchmetrics, DDP-synced)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryAUROC
+
+from autoias_pl.calibration import ECE_BINS, ece_from_bins, reliability_bins
 
 
 class BinaryLogLoss(Metric):
@@ -28,6 +30,26 @@ class BinaryLogLoss(Metric):
 
     def compute(self) -> torch.Tensor:
         return (self.total / self.count.clamp_min(1)).float()
+
+
+class CalibrationError(Metric):
+    """Expected calibration error of probabilities (B,) against 0/1 labels over `bins` equal-width bins,
+    accumulated as per-bin (count, sum of probabilities, sum of labels): `stats` (3, bins) float64, which is
+    also the reliability diagram (`autoias_pl.calibration.reliability_figure`)."""
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, bins: int = ECE_BINS) -> None:
+        super().__init__()
+        self.bins = bins
+        self.add_state("stats", default=torch.zeros(3, bins, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, probs: torch.Tensor, labels: torch.Tensor) -> None:  # (B,), (B,)
+        self.stats += reliability_bins(probs, labels, self.bins)
+
+    def compute(self) -> torch.Tensor:
+        return torch.tensor(ece_from_bins(self.stats), dtype=torch.float32)
 
 
 class _AUROCFromLogits(BinaryAUROC):

@@ -105,13 +105,14 @@ def widths(hidden: Hidden, layers: int) -> list[int]:
 
 
 def mlp(fan_in: int, hidden: Hidden, layers: int, output: bool = True, dropout: float = 0.0,
-        output_bias: bool = True) -> nn.Sequential:
-    """Per hidden width (`widths(hidden, layers)`) Linear(., width), ReLU + Dropout(`dropout`); then
-    Linear(last, 1) if `output` (without a bias if not `output_bias`: a model whose linear part already has
-    the global bias)."""
+        output_bias: bool = True, batch_norm: bool = False) -> nn.Sequential:
+    """Per hidden width (`widths(hidden, layers)`) Linear(., width), [BatchNorm1d if `batch_norm`], ReLU +
+    Dropout(`dropout`); then Linear(last, 1) if `output` (without a bias if not `output_bias`: a model whose
+    linear part already has the global bias)."""
     mods: list[nn.Module] = []
     for width in widths(hidden, layers):
-        mods += [nn.Linear(fan_in, width), ReLUDropout(dropout) if dropout else nn.ReLU()]
+        mods += [nn.Linear(fan_in, width), *([nn.BatchNorm1d(width)] if batch_norm else []),
+                 ReLUDropout(dropout) if dropout else nn.ReLU()]
         fan_in = width
     if output:
         mods.append(nn.Linear(fan_in, 1, bias=output_bias))
@@ -173,10 +174,10 @@ class DNN(_Reference):
     `layers` ReLU layers of `hidden` units and a linear read-out."""
 
     def __init__(self, vocab_sizes: Sequence[int], dim: int = 16, hidden: Hidden = 400, layers: int = 3,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, batch_norm: bool = False) -> None:
         super().__init__(vocab_sizes, dim)
         self.embedding = FieldEmbedding(vocab_sizes, dim)
-        self.deep = mlp(len(vocab_sizes) * dim, hidden, layers, dropout=dropout)
+        self.deep = mlp(len(vocab_sizes) * dim, hidden, layers, dropout=dropout, batch_norm=batch_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.deep(self.embedding(x).flatten(1)).squeeze(1)
@@ -188,11 +189,12 @@ class DeepFM(_Reference):
     k = 10, 3 layers of 400 ReLU units (here `dim`, `hidden`, `layers`; defaults 16, 400, 3)."""
 
     def __init__(self, vocab_sizes: Sequence[int], dim: int = 16, hidden: Hidden = 400, layers: int = 3,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, batch_norm: bool = False) -> None:
         super().__init__(vocab_sizes, dim)
         self.linear = FirstOrder(vocab_sizes)  # holds the one global bias
         self.embedding = FieldEmbedding(vocab_sizes, dim)
-        self.deep = mlp(len(vocab_sizes) * dim, hidden, layers, dropout=dropout, output_bias=False)
+        self.deep = mlp(len(vocab_sizes) * dim, hidden, layers, dropout=dropout, output_bias=False,
+                        batch_norm=batch_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         e = self.embedding(x)  # (B, n, k), shared by both parts
@@ -209,11 +211,12 @@ class WideDeep(_Reference):
     here `layers` layers of `hidden` at `dim`."""
 
     def __init__(self, vocab_sizes: Sequence[int], dim: int = 16, hidden: Hidden = 400, layers: int = 3,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, batch_norm: bool = False) -> None:
         super().__init__(vocab_sizes, dim)
         self.wide = FirstOrder(vocab_sizes)  # holds the one global bias
         self.embedding = FieldEmbedding(vocab_sizes, dim)
-        self.deep = mlp(len(vocab_sizes) * dim, hidden, layers, dropout=dropout, output_bias=False)
+        self.deep = mlp(len(vocab_sizes) * dim, hidden, layers, dropout=dropout, output_bias=False,
+                        batch_norm=batch_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.wide(x) + self.deep(self.embedding(x).flatten(1)).squeeze(1)
@@ -229,14 +232,14 @@ class IPNN(_Reference):
     of the inner-product weights), then `layers` ReLU layers of `hidden` (paper: 3 layers) and a read-out."""
 
     def __init__(self, vocab_sizes: Sequence[int], dim: int = 16, hidden: Hidden = 400, layers: int = 3,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, batch_norm: bool = False) -> None:
         super().__init__(vocab_sizes, dim)
         n = len(vocab_sizes)
         rows, cols = torch.triu_indices(n, n, offset=1)
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)
         self.embedding = FieldEmbedding(vocab_sizes, dim)
-        self.deep = mlp(n * dim + n * (n - 1) // 2, hidden, layers, dropout=dropout)
+        self.deep = mlp(n * dim + n * (n - 1) // 2, hidden, layers, dropout=dropout, batch_norm=batch_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         e = self.embedding(x)  # (B, n, k)
@@ -264,13 +267,13 @@ class DCNv2(_Reference):
     -> a linear read-out. No mixture of low-rank experts (the paper's DCN-Mix)."""
 
     def __init__(self, vocab_sizes: Sequence[int], dim: int = 16, hidden: Hidden = 400, layers: int = 3,
-                 cross_layers: int | None = None, dropout: float = 0.0) -> None:
+                 cross_layers: int | None = None, dropout: float = 0.0, batch_norm: bool = False) -> None:
         super().__init__(vocab_sizes, dim)
         width = len(vocab_sizes) * dim
         self.embedding = FieldEmbedding(vocab_sizes, dim)
         depth = len(widths(hidden, layers))
         self.cross = nn.ModuleList(CrossLayer(width) for _ in range(depth if cross_layers is None else cross_layers))
-        self.deep = mlp(width, hidden, layers, dropout=dropout)
+        self.deep = mlp(width, hidden, layers, dropout=dropout, batch_norm=batch_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         x0 = h = self.embedding(x).flatten(1)
@@ -291,7 +294,7 @@ class FinalMLP(_Reference):
     `layers` layers of `hidden` (the paper tunes their widths separately); `heads` must divide `hidden`."""
 
     def __init__(self, vocab_sizes: Sequence[int], dim: int = 16, hidden: int = 400, layers: int = 3,
-                 heads: int = 1, dropout: float = 0.0) -> None:
+                 heads: int = 1, dropout: float = 0.0, batch_norm: bool = False) -> None:
         super().__init__(vocab_sizes, dim)
         if not isinstance(hidden, int):
             raise ArchitectureError(f"ref:finalmlp: one hidden width (its gates and fusion use it), got {hidden}")
@@ -303,7 +306,8 @@ class FinalMLP(_Reference):
         self.contexts = nn.Parameter(torch.zeros(2, dim))  # one learned context per stream
         self.gates = nn.ModuleList(nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, width),
                                                  nn.Sigmoid()) for _ in range(2))
-        self.streams = nn.ModuleList(mlp(width, hidden, layers, output=False, dropout=dropout) for _ in range(2))
+        self.streams = nn.ModuleList(mlp(width, hidden, layers, output=False, dropout=dropout, batch_norm=batch_norm)
+                                     for _ in range(2))
         self.w1, self.w2 = nn.Linear(hidden, 1), nn.Linear(hidden, 1, bias=False)
         h = hidden // heads
         self.w12 = nn.Parameter(torch.empty(heads, h, h))

@@ -6,16 +6,24 @@ as the standalone `CTRModel`; or a published reference model named `ref:<model>`
 a plain nn.Module outside the space, e.g. `ref:deepfm`). This module only trains it: one shared step for
 train/val/test, BCE on logits, AUC and logloss from `ctr_metrics`, `test_metrics.json` at the end of test.
 
-Regularization (the retraining recipe, all off by default; configs/retrain.yaml keeps them off, as measured in
-docs/usage.md "Retraining recipe", and sets the checkpoint criterion and patience): `l2_embedding`, an L2 penalty on the embedding rows looked up in
+Regularization (the retraining recipe, off by default here; configs/retrain.yaml picks them, as measured in
+docs/usage.md "Retraining recipe"): `l2_embedding`, an L2 penalty on the embedding rows looked up in
 the batch; `weight_decay_dense`, L2 weight decay on the dense weight matrices; `dropout` after every hidden
-ReLU of the MLP. Validation also logs `val/auc_minus_logloss` (FuxiCTR's default monitor, AUC - logloss),
-a checkpoint criterion that watches calibration as well as ranking.
+ReLU of the MLP; `batch_norm` in the MLP; `lr_plateau_factor`, the learning rate reduced on a plateau of the
+monitored validation metric. Validation also logs `val/auc_minus_logloss` (FuxiCTR's default monitor).
+
+Calibration (autoias_pl/calibration.py): every validation fits the `calibration` map (Platt by default) on
+that validation's logits, so each checkpoint (best.ckpt included) carries the calibrator of its own weights
+in its state dict (`calibrator.*`). Test reports AUC, raw and calibrated logloss and ECE (15 bins) and logs a
+reliability diagram; predict writes calibrated probabilities. `fit_summary.json` (beside checkpoints/) says
+how the fit ended (epochs, best epoch, whether it hit max_epochs while still improving); test copies it
+into `test_metrics.json`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,16 +35,19 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from autoias_pl.baselines import BASELINES, baseline
+from autoias_pl.calibration import Calibrator, reliability_figure
 from autoias_pl.ctr_model import CTRModel
 from autoias_pl.data.batch import CTRBatch
 from autoias_pl.io import atomic_write_text, run_dir
-from autoias_pl.metrics import ctr_metrics
+from autoias_pl.metrics import BinaryLogLoss, CalibrationError, ctr_metrics
 from autoias_pl.references import REFERENCES, is_reference, reference, reference_args
 from autoias_pl.space import FUNCTIONS, Architecture, ArchitectureError, SearchSpace
 from autoias_pl.supernet.checkpoint import supernet_from_checkpoint
 from autoias_pl.supernet.extract import extract_model
 
+log = logging.getLogger(__name__)
 TEST_METRICS_FILE = "test_metrics.json"
+FIT_SUMMARY_FILE = "fit_summary.json"  # in the fit's run folder, beside checkpoints/
 
 
 def baseline_space(field_names: Sequence[str], schema_hash: str, dim: int, hidden: int, layers: int) -> SearchSpace:
@@ -119,6 +130,11 @@ class AutoIASRetrain(LightningModule):
       References with an MLP take it as their `dropout` argument (ref:lr and ref:fm have no MLP and ignore
       it); an in-space architecture gets it on the outputs of its MLP layers (before their ReLU, the same:
       the mask is non-negative). Off in eval, so validation and test are deterministic.
+    - `batch_norm`: BatchNorm1d after each hidden Linear of the MLP, before its ReLU (FuxiCTR's
+      `batch_norm`), in the in-space model and every reference with an MLP.
+    - `lr_plateau_factor` (0: off): ReduceLROnPlateau on `lr_plateau_monitor` (mode max unless its name has
+      "loss"), multiplying the lr by the factor after `lr_plateau_patience` validations without improvement.
+    `calibration`: "platt", "isotonic" or "none" (autoias_pl/calibration.py), fitted at every validation.
 
     Self-contained checkpoints: `__init__` resolves the architecture once and stores it, as its JSON dict,
     in the hyperparameter `architecture_json`, which takes precedence over `architecture` when given. So a
@@ -142,6 +158,11 @@ class AutoIASRetrain(LightningModule):
         l2_embedding: float = 0.0,
         weight_decay_dense: float = 0.0,
         dropout: float = 0.0,
+        batch_norm: bool = False,
+        lr_plateau_factor: float = 0.0,
+        lr_plateau_patience: int = 1,
+        lr_plateau_monitor: str = "val/auc",
+        calibration: str = "platt",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -150,13 +171,16 @@ class AutoIASRetrain(LightningModule):
         if l2_embedding < 0 or weight_decay_dense < 0 or not 0 <= dropout < 1:
             raise ValueError(f"need l2_embedding >= 0, weight_decay_dense >= 0 and 0 <= dropout < 1, got "
                              f"{l2_embedding}, {weight_decay_dense}, {dropout}")
+        if not 0 <= lr_plateau_factor < 1:
+            raise ValueError(f"need 0 <= lr_plateau_factor < 1 (0: off), got {lr_plateau_factor}")
         self.arch: Architecture | None
         if architecture_json is None and is_reference(architecture):  # a published model, not in the space:
             self.arch = None  # its name and the baseline_* sizes rebuild it (architecture_json stays None)
             if init_from_search is not None:
                 raise ArchitectureError(f"init_from_search: {architecture} is a reference model, not an "
                                         "architecture of the search space (the supernet holds no weights for it)")
-            kwargs = {"dropout": dropout} if dropout and "dropout" in reference_args(architecture) else {}
+            options = {"dropout": dropout, "batch_norm": batch_norm}
+            kwargs = {k: v for k, v in options.items() if v and k in reference_args(architecture)}
             self.model = reference(architecture, vocab_sizes, baseline_dim, baseline_hidden, baseline_layers,
                                    **kwargs)
         else:
@@ -170,9 +194,9 @@ class AutoIASRetrain(LightningModule):
             else:
                 self.arch = embedded_architecture(architecture_json, field_names, schema_hash)
             self.hparams["architecture_json"] = self.arch.to_json_dict()  # what a checkpoint rebuilds it from
-            self.model = CTRModel(self.arch, vocab_sizes)
+            self.model = CTRModel(self.arch, vocab_sizes, batch_norm=batch_norm)
             if dropout:  # relu(drop(z)) == drop(relu(z)): the hidden outputs' dropout, no new modules
-                for layer in self.model.mlp:
+                for layer in self.model.norms if batch_norm else self.model.mlp:  # after the batch norm
                     layer.register_forward_hook(self._drop)
         self.embeddings = [m for m in self.model.modules() if isinstance(m, nn.Embedding)]
         self._lookups: list[Tensor] | None = None  # the training step's looked-up rows, when l2_embedding > 0
@@ -180,8 +204,12 @@ class AutoIASRetrain(LightningModule):
             for m in self.embeddings:
                 m.register_forward_hook(self._record)
         self.optimizer = optimizer
+        self.calibrator = Calibrator(calibration)
         self.val_metrics = ctr_metrics("val/")
         self.test_metrics = ctr_metrics("test/")
+        self.test_calibrated = BinaryLogLoss()  # of the calibrated logits
+        self.test_ece, self.test_ece_raw = CalibrationError(), CalibrationError()
+        self._val_outputs: list[tuple[Tensor, Tensor]] = []  # this validation's (logits, labels)
 
     def on_fit_start(self) -> None:
         """At the start of a fresh fit (not a resumed one: its weights are restored by now), copy the
@@ -222,12 +250,45 @@ class AutoIASRetrain(LightningModule):
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             metrics.update(logits.detach(), batch.labels)
             self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+            if stage == "val":
+                self._val_outputs.append((logits.detach().float(), batch.labels.detach().float()))
+            else:
+                self._test_calibration(logits.detach().float(), batch.labels)
         return loss if l2 is None else loss + l2
 
+    def _test_calibration(self, logits: Tensor, labels: Tensor) -> None:
+        """Calibrated logloss, ECE of calibrated and raw probabilities (B,) of one test batch."""
+        self.test_calibrated.update(self.calibrator.logit(logits), labels)
+        self.test_ece.update(self.calibrator(logits), labels)
+        self.test_ece_raw.update(torch.sigmoid(logits), labels)
+        n = labels.numel()
+        self.log("test/logloss_calibrated", self.test_calibrated, on_step=False, on_epoch=True, batch_size=n)
+        self.log("test/ece", self.test_ece, on_step=False, on_epoch=True, batch_size=n)
+        self.log("test/ece_raw", self.test_ece_raw, on_step=False, on_epoch=True, batch_size=n)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = []
+
     def on_validation_epoch_end(self) -> None:
-        """`val/auc_minus_logloss`: one criterion that rewards ranking and penalizes miscalibration."""
+        """`val/auc_minus_logloss` (one criterion that rewards ranking and penalizes miscalibration), and the
+        calibrator fitted on this validation's logits (all ranks': every rank fits the same one)."""
         values = self.val_metrics.compute()  # synced over ranks
         self.log("val/auc_minus_logloss", values["val/auc"] - values["val/logloss"])
+        if self._val_outputs and not self.trainer.sanity_checking:
+            logits = self._gather(torch.cat([z for z, _ in self._val_outputs]))  # (R,)
+            labels = self._gather(torch.cat([y for _, y in self._val_outputs]))  # (R,)
+            self.calibrator.fit(logits, labels)
+        self._val_outputs = []
+
+    def _gather(self, t: Tensor) -> Tensor:
+        """Concatenation over ranks of a 1-d tensor whose length may differ per rank."""
+        if self.trainer.world_size == 1:
+            return t
+        sizes = self.all_gather(torch.tensor(t.numel(), device=t.device)).flatten()  # (W,)
+        padded = t.new_zeros(int(sizes.max()))
+        padded[: t.numel()] = t
+        rows = self.all_gather(padded)  # (W, max)
+        return torch.cat([rows[r, : int(k)] for r, k in enumerate(sizes)])
 
     def training_step(self, batch: CTRBatch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")
@@ -239,13 +300,19 @@ class AutoIASRetrain(LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: CTRBatch, batch_idx: int) -> tuple[Tensor, Tensor]:
-        """Click probabilities (B,) and labels (B,) for the ParquetPredictionWriter."""
-        return torch.sigmoid(self.model(batch.features).float()), batch.labels
+        """Calibrated click probabilities (B,) and labels (B,) for the ParquetPredictionWriter."""
+        return self.calibrator(self.model(batch.features).float()), batch.labels
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        if not self.hparams.weight_decay_dense:
-            return self.optimizer(self.parameters())
-        return self.optimizer(self.param_groups())
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opt = self.optimizer(self.param_groups() if hp.weight_decay_dense else self.parameters())
+        if not hp.lr_plateau_factor:
+            return opt
+        mode = "min" if "loss" in hp.lr_plateau_monitor else "max"
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=hp.lr_plateau_factor,
+                                                             patience=hp.lr_plateau_patience)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": hp.lr_plateau_monitor,
+                                                   "interval": "epoch", "strict": False}}  # no val: no step
 
     def param_groups(self) -> list[dict[str, Any]]:
         """[the embeddings and the rest (biases, ...), dense matrices with weight_decay_dense]."""
@@ -255,22 +322,66 @@ class AutoIASRetrain(LightningModule):
         rest = [p for p in self.model.parameters() if id(p) not in dense_ids]
         return [{"params": rest}, {"params": dense, "weight_decay": self.hparams.weight_decay_dense}]
 
+    def on_fit_end(self) -> None:
+        """`fit_summary.json`: how the fit ended; a warning when it hit max_epochs while still improving."""
+        summary, checkpoint = fit_summary(self.trainer), self.trainer.checkpoint_callback
+        if self.trainer.is_global_zero:
+            if summary["hit_max_epochs"]:
+                log.warning(f"training hit max_epochs={self.trainer.max_epochs} while {summary['monitor']} was "
+                            f"still improving (best epoch {summary['best_epoch']}): raise trainer.max_epochs")
+            if getattr(checkpoint, "dirpath", None):  # beside checkpoints/, where test finds it from its ckpt
+                atomic_write_text(Path(checkpoint.dirpath).parent / FIT_SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
+
     def on_test_epoch_end(self) -> None:
         values = {k: float(v) for k, v in self.test_metrics.compute().items()}  # every rank: synced
+        values["test/logloss_calibrated"] = float(self.test_calibrated.compute())
+        values["test/ece"], values["test/ece_raw"] = float(self.test_ece.compute()), float(self.test_ece_raw.compute())
         path = run_dir(self.trainer) / TEST_METRICS_FILE  # every rank: log_dir is a broadcast under DDP
         if self.trainer.is_global_zero:
             atomic_write_text(path, json.dumps(self.report(values), indent=1) + "\n")
+            self._log_reliability()
+
+    def _log_reliability(self) -> None:
+        """The test split's reliability diagram (raw and calibrated) to TensorBoard, where the logger has one."""
+        experiment = getattr(self.logger, "experiment", None)
+        if not hasattr(experiment, "add_figure"):
+            return
+        curves = {"raw": self.test_ece_raw.stats, f"{self.calibrator.method}": self.test_ece.stats}
+        experiment.add_figure("test/reliability", reliability_figure(curves, "test reliability"),
+                              self.global_step)
 
     def report(self, metrics: dict[str, float]) -> dict[str, Any]:
         """Test metrics with the architecture's summary: what `test_metrics.json` holds."""
+        ckpt = self.trainer.ckpt_path
+        summary = Path(ckpt).parent.parent / FIT_SUMMARY_FILE if ckpt else None
         return {
             **metrics,
+            "calibration": self.calibrator.method,
+            "reliability": {"bins": self.test_ece.bins, "raw": self.test_ece_raw.stats.tolist(),
+                            "calibrated": self.test_ece.stats.tolist()},  # (3, bins): count, sum p, sum y
+            "calibrator": {"slope": float(self.calibrator.slope), "bias": float(self.calibrator.bias),
+                           "knots": self.calibrator.knots_x.numel(), "fitted": bool(self.calibrator.fitted)},
+            **(json.loads(summary.read_text()) if summary is not None and summary.is_file() else {}),
             "architecture": self.hparams.architecture,
             "schema_hash": self.hparams.schema_hash,
             "params": sum(p.numel() for p in self.model.parameters()),
             "checkpoint": self.trainer.ckpt_path,
             **(self.arch.summary() if self.arch is not None else {"macs_per_sample": self.model.num_macs()}),
         }
+
+
+def fit_summary(trainer: Any) -> dict[str, Any]:
+    """How a fit ended: epochs trained, the monitor and best epoch (0-based, from early stopping's count of
+    validations without improvement; None without early stopping) and `hit_max_epochs`: stopped by the
+    max_epochs cap while the monitor had improved within early stopping's patience (not by early stopping)."""
+    stopper, epochs = trainer.early_stopping_callback, int(trainer.current_epoch)
+    stopped = stopper is not None and stopper.stopped_epoch > 0
+    hit = not stopped and trainer.max_epochs is not None and epochs >= trainer.max_epochs
+    best = epochs - 1 - stopper.wait_count if stopper is not None else None
+    checkpoint = trainer.checkpoint_callback
+    monitor = stopper.monitor if stopper is not None else getattr(checkpoint, "monitor", None)
+    return {"epochs": epochs, "max_epochs": trainer.max_epochs, "monitor": monitor, "best_epoch": best,
+            "checkpoint_monitor": getattr(checkpoint, "monitor", None), "hit_max_epochs": bool(hit)}
 
 
 def init_from_search(model: CTRModel, path: str, arch: Architecture) -> None:

@@ -24,6 +24,8 @@ def test_compare_two_models_over_two_seeds(synth_dir: Path, tmp_path: Path,
         assert r["seeds"] == "2" and float(r["epochs"]) == 1.0
         assert 0.4 < float(r["test_auc_mean"]) <= 1 and float(r["test_auc_std"]) >= 0
         assert float(r["test_logloss_mean"]) > 0 and int(r["params"]) > 0 and int(r["macs_per_sample"]) > 0
+        assert float(r["test_logloss_calibrated_mean"]) > 0 and 0 <= float(r["test_ece_mean"]) < 1
+        assert r["hit_max_epochs"] == "2"  # one epoch under patience 3: both seeds end at the cap
         assert float(r["train_samples_per_s"]) > 0
     runs = list(csv.DictReader((out / "runs.csv").open()))
     assert [(r["model"], r["seed"]) for r in runs] == [("ref:deepfm", "0"), ("ref:deepfm", "1"),
@@ -31,10 +33,11 @@ def test_compare_two_models_over_two_seeds(synth_dir: Path, tmp_path: Path,
     assert runs[0]["test_auc"] != runs[1]["test_auc"]  # the seeds differ
     md = (out / "results.md").read_text().splitlines()
     table = [line for line in md if line.startswith("|")]
-    assert len(table) == 2 + 2 and all(line.count("|") == 9 for line in table)
+    assert len(table) == 2 + 2 and all(line.count("|") == 11 for line in table)
     assert "| ref:deepfm | " in md[md.index(table[0]) + 2] and " ± " in table[2]
-    png = (out / "results.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("results.png", "reliability.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "early stopping (on val/auc)" in (out / "results.md").read_text()  # the monitor the runs used
     assert (out / "ref-deepfm" / "seed1" / "checkpoints" / "best.ckpt").is_file()
     assert not list(out.glob(".*"))  # no temporary file left behind
     with pytest.raises(SystemExit) as exit_:  # a second comparison into the same folder: one line, exit 2

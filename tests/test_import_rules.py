@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent / "autoias_pl"
 LEAVES = ("autoias_pl.io", "autoias_pl.auc", "autoias_pl.errors")
 DATA = ("autoias_pl.data",)
 CORE = ("autoias_pl.space", "autoias_pl.layout", "autoias_pl.interactions", "autoias_pl.ctr_model",
-        "autoias_pl.baselines", "autoias_pl.supernet", "autoias_pl.references")
+        "autoias_pl.baselines", "autoias_pl.supernet", "autoias_pl.references", "autoias_pl.calibration")
 SEARCH_LOGIC = ("autoias_pl.search.generator", "autoias_pl.search.reward", "autoias_pl.search.refine",
                 "autoias_pl.search.config", "autoias_pl.search.proposer")
 CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.demo", "autoias_pl.compare", "autoias_pl.serve.cli",

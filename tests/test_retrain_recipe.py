@@ -1,8 +1,10 @@
-"""The retraining recipe of AutoIASRetrain (issue 10): embedding L2 on the looked-up rows, weight decay on
-dense matrices, dropout (train only), and the checkpoint / early-stopping criterion of configs/retrain.yaml."""
+"""The retraining recipe of AutoIASRetrain (issues 10, 19): embedding L2 on the looked-up rows, weight decay on
+dense matrices, dropout (train only), batch norm in the MLP, lr reduced on plateau, the checkpoint /
+early-stopping criterion of configs/retrain.yaml, the calibrator a checkpoint carries and the fit summary."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ import torch.nn.functional as F
 import yaml
 
 from autoias_pl.data.batch import CTRBatch
+from autoias_pl.data.schema import Schema
+from autoias_pl.data.stream import read_rows
 from autoias_pl.references import DeepFM, reference
 from autoias_pl.retrain import AutoIASRetrain
 from autoias_pl.space import ArchitectureError
@@ -140,7 +144,7 @@ def test_retrain_config_sets_the_recipe_and_its_monitor(synth_dir: Path, tmp_pat
             *QUIET]
     cli = run(args)
     hp, init = cli.model.hparams, config["model"]["init_args"]
-    for key in ("l2_embedding", "weight_decay_dense", "dropout"):
+    for key in ("l2_embedding", "weight_decay_dense", "dropout", "batch_norm", "lr_plateau_factor", "calibration"):
         assert hp[key] == init[key], key
     ckpt, stop = cli.trainer.checkpoint_callback, cli.trainer.early_stopping_callback
     assert (ckpt.monitor, ckpt.mode) == (config["checkpoint"]["monitor"], config["checkpoint"]["mode"])
@@ -171,3 +175,92 @@ def test_compare_applies_a_recipe_config_after_retrain_yaml(synth_dir: Path, tmp
     assert (ckpt["hyper_parameters"]["l2_embedding"], ckpt["hyper_parameters"]["dropout"]) == (0.02, 0.1)
     (key,) = [k for k in ckpt["callbacks"] if k.startswith("ModelCheckpoint")]
     assert "'monitor': 'val/logloss'" in key and ckpt["callbacks"][key]["best_model_score"] > 0
+    assert "early stopping (on val/auc)" in (tmp_path / "c" / "results.md").read_text()  # the recipe's stop monitor
+    recipe.write_text("early_stopping: {monitor: val/logloss, mode: min}\n")
+    compare.main(["--data", str(synth_dir), "--models", "ref:deepfm", "--seeds", "1", "--out", str(tmp_path / "d"),
+                  "--retrain-config", str(recipe), *SMALL])
+    assert "early stopping (on val/logloss)" in (tmp_path / "d" / "results.md").read_text()  # not the default's
+
+
+# ----- issue 19: batch norm, lr on plateau, calibration in the checkpoint, the fit summary -----
+@pytest.mark.parametrize("architecture", ["deepfm", "ref:deepfm", "ref:dcnv2", "ref:finalmlp"])
+def test_batch_norm_follows_every_hidden_linear(architecture: str) -> None:
+    m = module(architecture, batch_norm=True, dropout=0.5)
+    mlps = [getattr(m.model, name) for name in ("mlp", "deep", "streams") if hasattr(m.model, name)]
+    hidden = [x for mlp in mlps for x in mlp.modules() if isinstance(x, torch.nn.Linear) and x.out_features > 1]
+    norms = [x for x in m.model.modules() if isinstance(x, torch.nn.BatchNorm1d)]
+    assert norms and [n.num_features for n in norms] == [x.out_features for x in hidden]
+    assert "running_mean" in "".join(m.model.state_dict())
+    x = ids(64)
+    m.eval()
+    torch.testing.assert_close(m.model(x), m.model(x))  # eval: running statistics, no dropout
+    m.train()
+    assert not torch.equal(m.model(x), m.model(x))  # dropout after the batch norm, in training
+    assert not any(isinstance(x, torch.nn.BatchNorm1d) for x in module(architecture).model.modules())  # off
+
+
+def test_in_space_batch_norm_normalises_the_layer_before_its_relu() -> None:
+    m = module("dnn", batch_norm=True).train()
+    seen: list[torch.Tensor] = []
+    m.model.mlp[0].register_forward_hook(lambda mod, inp, out: seen.append(out))  # the Linear's output
+    m.model.norms[0].register_forward_hook(lambda mod, inp, out: seen.append(out))  # after the batch norm
+    m.model(ids(256))
+    pre, post = seen
+    expected = (pre - pre.mean(0)) / (pre.var(0, unbiased=False) + 1e-5).sqrt()  # fresh BN: weight 1, bias 0
+    torch.testing.assert_close(post, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("monitor", "mode"), [("val/auc", "max"), ("val/logloss", "min")])
+def test_lr_on_plateau_watches_the_monitor(monitor: str, mode: str) -> None:
+    m = module(lr_plateau_factor=0.5, lr_plateau_patience=2, lr_plateau_monitor=monitor,
+               optimizer=lambda params: torch.optim.Adam(params, lr=0.01))
+    config = m.configure_optimizers()
+    plateau = config["lr_scheduler"]["scheduler"]
+    assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert (config["lr_scheduler"]["monitor"], plateau.mode, plateau.factor, plateau.patience) == (monitor, mode,
+                                                                                                 0.5, 2)
+    for value in (1.0, 1.0, 1.0):  # the first sets the best, then patience 2 non-improvements: no cut yet
+        plateau.step(value)
+    assert config["optimizer"].param_groups[0]["lr"] == 0.01
+    plateau.step(1.0)
+    assert config["optimizer"].param_groups[0]["lr"] == 0.005
+    assert isinstance(module().configure_optimizers(), torch.optim.Adam)  # off: the optimizer alone
+    with pytest.raises(ValueError, match="lr_plateau_factor"):
+        module(lr_plateau_factor=1.0)
+
+
+def test_fit_summary_calibrator_and_test_report_through_the_cli(synth_dir: Path, tmp_path: Path) -> None:
+    """Two epochs under retrain.yaml's patience: the cap is hit while improving (a warning, `hit_max_epochs` in
+    fit_summary.json and test_metrics.json with the best epoch, the one best.ckpt holds); best.ckpt alone
+    restores the calibrator fitted on the validation logits of its weights; test reports the calibrated
+    logloss and ECE."""
+    from autoias_pl.cli import run
+
+    configs = [a for c in RETRAIN for a in ("-c", str(CONFIGS / c))]
+    common = [f"--data.data_dir={synth_dir}", "--data.batch_size=512", "--model.init_args.architecture=ref:deepfm",
+              "--model.init_args.baseline_dim=4", "--model.init_args.baseline_hidden=8",
+              "--model.init_args.baseline_layers=1", "--model.init_args.optimizer.init_args.lr=0.01",
+              f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.name=",
+              "--trainer.logger.init_args.version=r", *QUIET]
+    run(["fit", *configs, *common, "--trainer.max_epochs=2", "--trainer.limit_train_batches=4"])
+    summary = json.loads((tmp_path / "r" / "fit_summary.json").read_text())
+    best = tmp_path / "r" / "checkpoints" / "best.ckpt"
+    epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"]
+    assert summary == {"epochs": 2, "max_epochs": 2, "monitor": "val/auc", "best_epoch": epoch,
+                       "checkpoint_monitor": "val/auc", "hit_max_epochs": True}
+    restored = AutoIASRetrain.load_from_checkpoint(best, map_location="cpu").eval()
+    cal = restored.calibrator
+    assert cal.method == "platt" and bool(cal.fitted) and float(cal.slope) != 1.0
+    schema = Schema.load(synth_dir)
+    val = read_rows(synth_dir, "val", schema.rows["val"])
+    with torch.no_grad():
+        refit = type(cal)("platt").fit(restored.model(val.features), val.labels)
+    assert float(cal.slope) == pytest.approx(float(refit.slope), abs=1e-5)
+    assert float(cal.bias) == pytest.approx(float(refit.bias), abs=1e-5)
+    run(["test", *configs, *common, f"--ckpt_path={best}"])
+    m = json.loads((tmp_path / "r" / "test_metrics.json").read_text())
+    assert m["hit_max_epochs"] is True and m["best_epoch"] == epoch and m["calibration"] == "platt"
+    assert 0 < m["test/logloss_calibrated"] and 0 <= m["test/ece"] < 1 and 0 <= m["test/ece_raw"] < 1
+    stats = torch.tensor(m["reliability"]["calibrated"])  # (3, 15): count, sum p, sum y
+    assert stats.shape == (3, 15) and stats[0].sum() == schema.rows["test"]
+    assert m["calibrator"]["slope"] == pytest.approx(float(cal.slope))

@@ -346,3 +346,63 @@ def test_without_onnx_the_bundle_says_why_and_onnx_scoring_is_refused(data: Path
     assert not (tmp_path / "r").exists()
     skipped = write_bundle(tmp_path / "s", model, data, schema.hash, {}, onnx="skip")
     assert load_bundle(skipped).meta["onnx"]["file"] is None and not (skipped / ONNX_FILE).exists()
+
+
+def calibrated_checkpoint(ckpt: Path, data: Path, method: str, out: Path) -> Path:
+    """`ckpt` with its calibrator (`method`) fitted on the prepared validation rows, as retraining does."""
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    checkpoint["hyper_parameters"]["calibration"] = method
+    module = AutoIASRetrain(**checkpoint["hyper_parameters"])
+    module.load_state_dict(checkpoint["state_dict"])
+    schema = Schema.load(data)
+    table = pa.concat_tables([pq.read_table(p) for p in sorted((data / "val").glob("part-*.parquet"))])
+    x = torch.from_numpy(np.stack([table[f].to_numpy().astype(np.int64) for f in schema.field_names], 1))
+    with torch.no_grad():
+        module.calibrator.fit(module.eval().model(x), torch.from_numpy(table["label"].to_numpy()).float())
+    assert bool(module.calibrator.fitted)
+    checkpoint["state_dict"] = module.state_dict()
+    torch.save(checkpoint, out)
+    return out
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_calibrated_bundle_scores_the_checkpoints_calibrated_probabilities(method: str, ckpts: dict[str, Path],
+                                                                           data: Path, raw: Path,
+                                                                           tmp_path: Path) -> None:
+    """The checkpoint alone restores its calibrator; the bundle's program outputs (raw logit, calibrated
+    probability); raw rows score as calibrator(model(prepared rows)) within 1e-6, in a fresh interpreter
+    without training code too (platt)."""
+    ckpt = calibrated_checkpoint(ckpts["deepfm"], data, method, tmp_path / "cal.ckpt")
+    module = AutoIASRetrain.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    assert module.calibrator.method == method and bool(module.calibrator.fitted)
+    if method == "platt":
+        assert float(module.calibrator.slope) != 1.0
+    schema = Schema.load(data)
+    table = pa.concat_tables([pq.read_table(p) for p in sorted((data / "test").glob("part-*.parquet"))])
+    x = torch.from_numpy(np.stack([table[f].to_numpy().astype(np.int64) for f in schema.field_names], 1))
+    with torch.no_grad():
+        logits = module.model(x).float()
+        expected = module.calibrator(logits).numpy()
+    assert np.abs(expected - torch.sigmoid(logits).numpy()).max() > 1e-3  # calibration moves the probabilities
+    out = export_checkpoint(ckpt, data, tmp_path / "bundle")
+    meta = json.loads((out / BUNDLE_FILE).read_text())
+    assert meta["calibration"]["method"] == method and meta["program"]["export_parity_max_abs_logit"] <= 1e-6
+    score(out, [raw / "test.txt"], tmp_path / "preds.parquet", batch_size=64)
+    rows, probs = read_preds(tmp_path / "preds.parquet")
+    assert rows.tolist() == list(range(300))
+    np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(Scorer(out).logits(x.numpy()), logits.numpy(), rtol=0, atol=1e-6)  # raw logit kept
+    if method != "platt":
+        return
+    code = (
+        "import sys\nfrom autoias_pl.serve.cli import main\n"
+        f"assert main(['score', '--bundle', {str(out)!r}, '--format', 'criteo', '--input', "
+        f"{str(raw / 'test.txt')!r}, '--output', {str(tmp_path / 'p.parquet')!r}]) == 0\n"
+        "import torch\np = torch.export.load(" + repr(str(out / PROGRAM_FILE)) + ").module()\n"
+        "logit, prob = p(torch.zeros(3, 39, dtype=torch.long))\n"
+        "assert logit.shape == prob.shape == (3,) and ((prob > 0) & (prob < 1)).all()\n"
+        + no_training_code()
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(read_preds(tmp_path / "p.parquet")[1], expected, rtol=0, atol=1e-6)

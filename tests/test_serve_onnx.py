@@ -25,6 +25,7 @@ for _module in ("onnx", "onnxscript", "onnxruntime"):
 import onnx  # noqa: E402
 
 from autoias_pl.baselines import baseline  # noqa: E402
+from autoias_pl.calibration import Calibrator  # noqa: E402
 from autoias_pl.ctr_model import CTRModel  # noqa: E402
 from autoias_pl.data.prepare import prepare  # noqa: E402
 from autoias_pl.data.readers import criteo_format, read_blocks  # noqa: E402
@@ -172,3 +173,43 @@ def test_a_changed_onnx_file_is_refused(data: Path, tmp_path: Path) -> None:
     (out / ONNX_FILE).write_bytes((out / ONNX_FILE).read_bytes() + b"\0")
     with pytest.raises(ValueError, match="model.onnx: changed since export"):
         load_bundle(out)
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_calibrated_onnx_outputs_the_raw_logit_and_the_calibrated_probability(method: str, data: Path,
+                                                                             tmp_path: Path) -> None:
+    """With a fitted calibrator the ONNX model has two outputs, `logit` (the raw one) and `prob` (calibrated),
+    equal to the eager model and calibrator and to the .pt2 program; raw rows score the same either way."""
+    schema = Schema.load(data)
+    model, arch_json = build("ref:deepfm", schema)
+    ids = torch.stack([torch.randint(v, (2000,), generator=torch.Generator().manual_seed(v)) for v in
+                       schema.vocab_sizes], 1)  # (2000, 39) "validation" rows
+    with torch.no_grad():
+        z = model(ids)
+        labels = (torch.rand(2000, generator=torch.Generator().manual_seed(1)) < torch.sigmoid(z / 3)).float()
+        calibrator = Calibrator(method).fit(z, labels)  # the logits are 3x too large: a visible correction
+    out = write_bundle(tmp_path / "bundle", model, data, schema.hash, arch_json, onnx="require",
+                       calibrator=calibrator)
+    meta = json.loads((out / BUNDLE_FILE).read_text())
+    assert meta["calibration"]["method"] == method and meta["onnx"]["prob_output"]["name"] == "prob"
+    proto = onnx.load(out / ONNX_FILE)
+    assert [o.name for o in proto.graph.output] == ["logit", "prob"]
+    raw = data.parent / "raw" / "test.txt"
+    x = encoded_test_rows(out, raw)  # (200, 39)
+    pt2, ort = Scorer(out, "pt2"), Scorer(out, "onnx", threads=1)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x))
+        expected = calibrator(logits).numpy()
+    assert np.abs(expected - torch.sigmoid(logits).numpy()).max() > 1e-2
+    np.testing.assert_allclose(ort.logits(x), logits.numpy(), rtol=0, atol=ONNX_PARITY_ATOL)
+    np.testing.assert_allclose(pt2.logits(x), logits.numpy(), rtol=0, atol=1e-6)
+    # the probabilities: the calibrator of each runtime's own logits (an isotonic map is steep between close
+    # knots, so it amplifies the runtimes' last-bit logit differences; Platt: also the eager ones directly)
+    with torch.no_grad():
+        from_ort = calibrator(torch.from_numpy(ort.logits(x))).numpy()
+    np.testing.assert_allclose(ort.predict(x), from_ort, rtol=0, atol=ONNX_PARITY_ATOL)
+    np.testing.assert_allclose(pt2.predict(x), expected, rtol=0, atol=1e-6)
+    if method == "platt":
+        np.testing.assert_allclose(ort.predict(x), expected, rtol=0, atol=ONNX_PARITY_ATOL)
+    score(out, [raw], tmp_path / "onnx.parquet", batch_size=37, runtime="onnx")
+    np.testing.assert_allclose(read_preds(tmp_path / "onnx.parquet")[1], from_ort, rtol=0, atol=ONNX_PARITY_ATOL)

@@ -4,8 +4,9 @@
 DIR/bundle.json        what the bundle is: versions, schema hash, input field order and dtype, what the
                        output means, sha256 of every other file
 DIR/model.pt2          the model as a portable program (`torch.export.save`): (B, n) int64 ids -> (B,)
-                       float32 logits; load it with `torch.export.load(path).module()`, no model code needed
-DIR/model.onnx         the same program as ONNX (input `ids`, output `logit`, dynamic `batch`), written when
+                       float32 logits; with a fitted calibrator -> (logits (B,), calibrated probabilities
+                       (B,)); load it with `torch.export.load(path).module()`, no model code needed
+DIR/model.onnx         the same program as ONNX (input `ids`, outputs `logit` [and `prob`], dynamic `batch`), written when
                        the `onnx` extra (onnx, onnxscript) is installed; bundle.json says whether it was and
                        why not; run it with `onnxruntime.InferenceSession(path)`, no torch needed
 DIR/schema.json        the prepared dataset's schema (fields, vocabulary sizes, raw format)
@@ -14,7 +15,10 @@ DIR/architecture.json  the architecture of the model (Architecture JSON, with it
 ```
 
 `write_bundle` exports a `CTRModel` (or any module with that signature) beside a copy of a prepared
-dataset's schema and vocabularies; it refuses a dataset whose schema hash differs from the model's.
+dataset's schema and vocabularies; it refuses a dataset whose schema hash differs from the model's. Given a
+fitted `Calibrator` (autoias_pl/calibration.py: what retraining fits on the validation split), the program
+computes the calibrated probability too, as a second output `prob` beside the raw `logit`; bundle.json's
+"calibration" says which map it is. Without one (or unfitted: the identity) the program has the one output.
 The ONNX model is checked against the eager model with onnxruntime at export time (1e-5 on logits) where
 onnxruntime is installed. `load_bundle` checks a bundle before anything is scored: every file's hash, the schema's hash against
 bundle.json, the vocabularies against the schema. No Lightning, no training code: `score.py` reads it.
@@ -39,6 +43,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from autoias_pl.calibration import Calibrator
 from autoias_pl.data.readers import RawFormat
 from autoias_pl.data.schema import OOV_ID, SCHEMA_FILE, Schema, SchemaError
 from autoias_pl.errors import AutoIASError
@@ -53,6 +58,26 @@ PARITY_ATOL = 1e-6  # the exported program against the eager model at export tim
 ONNX_PARITY_ATOL = 1e-5  # the ONNX model (onnxruntime) against the eager model at export time, on logits
 ONNX_MODES = ("auto", "require", "skip")  # write model.onnx where possible / or fail / never
 ONNX_INPUT, ONNX_OUTPUT, ONNX_BATCH = "ids", "logit", "batch"
+ONNX_PROB = "prob"  # the calibrated probability, in bundles with a calibrator
+
+
+class Calibrated(nn.Module):
+    """model then calibrator: ids (B, n) -> (raw logits (B,), calibrated probabilities (B,)), one program."""
+
+    def __init__(self, model: nn.Module, calibrator: Calibrator) -> None:
+        super().__init__()
+        self.model, self.calibrator = model, calibrator
+        self.vocab_sizes = getattr(model, "vocab_sizes", None)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(x)  # (B,)
+        return logits, self.calibrator(logits)
+
+
+def outputs(program_or_model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(logits (B,), calibrated probabilities (B,) or None) of a bundle's program or its eager module."""
+    out = program_or_model(x)
+    return (out[0], out[1]) if isinstance(out, tuple | list) else (out, None)
 
 
 class BundleError(AutoIASError, ValueError):
@@ -123,6 +148,16 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def expected(model: nn.Module, x: torch.Tensor, runtime: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What a runtime's outputs for ids x should be: the eager model's logits, and the eager calibrator of the
+    runtime's own logits (an isotonic map is steep between close knots: it would amplify the runtimes'
+    last-bit logit differences, which the logit check bounds already)."""
+    logits, probs = outputs(model, x)
+    if probs is None:
+        return logits, None
+    return logits, model.calibrator(outputs(runtime, x)[0])  # type: ignore[operator]
+
+
 def export_program(model: nn.Module, vocab_sizes: list[int]) -> torch.export.ExportedProgram:
     """`torch.export` of `model` ((B, n) int64 -> (B,)) with a dynamic batch dimension, on the CPU."""
     model = model.cpu().eval()
@@ -136,13 +171,16 @@ def export_program(model: nn.Module, vocab_sizes: list[int]) -> torch.export.Exp
 
 
 def _check_parity(model: nn.Module, program_file: Path, vocab_sizes: list[int]) -> float:
-    """Largest |logit difference| of the saved program against the eager model over batches of 1, 7, 300."""
+    """Largest |difference| of the saved program against the eager model (logits, and probabilities where
+    calibrated) over batches of 1, 7, 300."""
     program = torch.export.load(program_file).module()
     gen, worst = torch.Generator().manual_seed(1), 0.0
     with torch.no_grad():
         for b in (1, 7, 300):
             x = torch.stack([torch.randint(v, (b,), generator=gen) for v in vocab_sizes], 1)  # (b, n)
-            worst = max(worst, float((program(x) - model(x)).abs().max()))
+            for got, want in zip(outputs(program, x), expected(model, x, program), strict=True):
+                if want is not None:
+                    worst = max(worst, float((got - want).abs().max()))
     if worst > PARITY_ATOL:
         raise BundleError(f"{program_file}: the exported program differs from the model by {worst:.3g} (logits)")
     return worst
@@ -156,15 +194,17 @@ def onnx_missing() -> str | None:
     return None
 
 
-def export_onnx(program: torch.export.ExportedProgram, path: Path) -> dict[str, Any]:
-    """Write `program` as ONNX to `path` (input `ids` (batch, n) int64, output `logit` (batch,) float32, the
-    batch dimension named `batch`), checked by `onnx.checker`; returns its opset and the versions used."""
+def export_onnx(program: torch.export.ExportedProgram, path: Path, calibrated: bool = False) -> dict[str, Any]:
+    """Write `program` as ONNX to `path` (input `ids` (batch, n) int64, output `logit` (batch,) float32 and,
+    if `calibrated`, `prob` (batch,) float32, the batch dimension named `batch`), checked by `onnx.checker`;
+    returns its opset and the versions used."""
     import logging
 
     import onnx
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" per export
-    onnx_program = torch.onnx.export(program, input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+    names = [ONNX_OUTPUT, ONNX_PROB] if calibrated else [ONNX_OUTPUT]
+    onnx_program = torch.onnx.export(program, input_names=[ONNX_INPUT], output_names=names,
                                      dynamo=True, external_data=False, verbose=False)
     proto = onnx_program.model_proto
     graph = proto.graph
@@ -206,8 +246,10 @@ def _check_onnx_parity(model: nn.Module, onnx_file: Path, vocab_sizes: list[int]
     with torch.no_grad():
         for b in (1, 7, 300):
             x = torch.stack([torch.randint(v, (b,), generator=gen) for v in vocab_sizes], 1)  # (b, n)
-            (logits,) = session.run([ONNX_OUTPUT], {ONNX_INPUT: x.numpy()})
-            worst = max(worst, float(np.abs(logits - model(x).numpy()).max()))
+            got = session.run(None, {ONNX_INPUT: x.numpy()})  # [logit] or [logit, prob]
+            ran = tuple(torch.from_numpy(g) for g in got)
+            want = [t for t in expected(model, x, lambda _, ran=ran: ran) if t is not None]
+            worst = max(worst, *(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want, strict=True)))
     if worst > ONNX_PARITY_ATOL:
         raise BundleError(f"{onnx_file}: the ONNX model differs from the model by {worst:.3g} (logits, "
                           f"onnxruntime; tolerance {ONNX_PARITY_ATOL:g})")
@@ -227,7 +269,7 @@ def _write_onnx(model: nn.Module, program: torch.export.ExportedProgram, directo
     reason = onnx_missing()
     if reason is None:
         try:
-            info = export_onnx(program, directory / ONNX_FILE)
+            info = export_onnx(program, directory / ONNX_FILE, calibrated=isinstance(model, Calibrated))
         except Exception as e:  # an op the exporter cannot translate: recorded, or raised below
             (directory / ONNX_FILE).unlink(missing_ok=True)
             reason = f"export failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
@@ -243,19 +285,36 @@ def _write_onnx(model: nn.Module, program: torch.export.ExportedProgram, directo
                   "meaning": "as program.input: the ids of the fields in program.input.fields order"},
         "output": {"name": ONNX_OUTPUT, "shape": [ONNX_BATCH], "dtype": "float32",
                    "meaning": "the click logit; P(click) = sigmoid(logit)"},
+        **({"prob_output": {"name": ONNX_PROB, "shape": [ONNX_BATCH], "dtype": "float32",
+                            "meaning": "the calibrated click probability (bundle.json's calibration)"}}
+           if isinstance(model, Calibrated) else {}),
         **info,
         "export_parity_max_abs_logit": worst,  # None: onnxruntime was not installed, not checked
     }
 
 
+def calibration_meta(calibrator: Calibrator | None) -> dict[str, Any] | None:
+    """bundle.json's "calibration": the fitted map, or None (no calibrator, unfitted or "none": sigmoid)."""
+    if calibrator is None or not bool(calibrator.fitted) or calibrator.method == "none":
+        return None
+    meta: dict[str, Any] = {"method": calibrator.method, "fitted_on": "the validation split"}
+    if calibrator.method == "platt":
+        meta.update(slope=float(calibrator.slope), bias=float(calibrator.bias),
+                    meaning="prob = sigmoid(slope * logit + bias)")
+    else:
+        meta.update(knots=calibrator.knots_x.numel(), meaning="prob = isotonic map of logit (linear "
+                    "between knots, clipped outside)")
+    return meta
+
+
 def write_bundle(output: str | Path, model: nn.Module, data_dir: str | Path, schema_hash: str,
                  architecture_json: dict[str, Any], *, source: dict[str, Any] | None = None,
-                 overwrite: bool = False, onnx: str = "auto") -> Path:
+                 overwrite: bool = False, onnx: str = "auto", calibrator: Calibrator | None = None) -> Path:
     """Write the bundle of `model` (trained on data of `schema_hash`) with `data_dir`'s vocabularies.
 
     Refuses a dataset of another schema hash and an existing `output` without `overwrite`; atomic (a
     failure leaves nothing at `output`). `onnx` ("auto", "require", "skip") says whether to write
-    model.onnx too (`_write_onnx`)."""
+    model.onnx too (`_write_onnx`). A fitted `calibrator` adds the calibrated probability output."""
     data_dir, output = Path(data_dir), Path(output)
     schema = Schema.load(data_dir)
     if schema.hash != schema_hash:
@@ -269,6 +328,9 @@ def write_bundle(output: str | Path, model: nn.Module, data_dir: str | Path, sch
         raise FileExistsError(f"{output}: already exists (pass --overwrite to replace it)")
     if onnx not in ONNX_MODES:
         raise ValueError(f"onnx mode must be one of {ONNX_MODES}, got {onnx!r}")
+    calibration = calibration_meta(calibrator)
+    if calibration is not None:
+        model = Calibrated(model.cpu().eval(), calibrator.cpu().eval())  # type: ignore[union-attr]
     program = export_program(model, vocab_sizes)
     with atomic_output_dir(output, overwrite) as tmp:
         torch.export.save(program, tmp / PROGRAM_FILE)
@@ -292,10 +354,12 @@ def write_bundle(output: str | Path, model: nn.Module, data_dir: str | Path, sch
                           "fields": schema.field_names, "vocab_sizes": vocab_sizes, "oov_id": OOV_ID,
                           "meaning": "one row per sample, the ids of its fields in this order (vocab.parquet)"},
                 "output": {"shape": ["batch"], "dtype": "float32",
-                           "meaning": "the click logit; P(click) = sigmoid(logit)"},
+                           "meaning": "the click logit; P(click) = sigmoid(logit)"
+                           + ("; a second output: the calibrated P(click) (calibration)" if calibration else "")},
                 "export_parity_max_abs_logit": worst,
             },
             "onnx": onnx_meta,  # {"file": None, "reason": ...} where not written
+            "calibration": calibration,  # None: one output, P(click) = sigmoid(logit)
             "architecture": architecture_json.get("summary", {}),
             "source": dict(source or {}, data=str(data_dir)),
             "files": {name: sha256(tmp / name) for name in files},

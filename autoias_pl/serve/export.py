@@ -14,7 +14,8 @@ from autoias_pl.serve.bundle import BundleError, write_bundle
 def export_checkpoint(ckpt: str | Path, data_dir: str | Path, output: str | Path, overwrite: bool = False,
                       onnx: str = "auto") -> Path:
     """Write the bundle of the retrained model in `ckpt` with the vocabularies of `data_dir` to `output`
-    (`onnx`: "auto", "require" or "skip" the ONNX model, `bundle.write_bundle`)."""
+    (`onnx`: "auto", "require" or "skip" the ONNX model, `bundle.write_bundle`), with the calibrator the
+    checkpoint carries (fitted on the validation split: the program's second output, the calibrated P(click))."""
     from autoias_pl.retrain import AutoIASRetrain
 
     ckpt = Path(ckpt)
@@ -35,4 +36,4 @@ def export_checkpoint(ckpt: str | Path, data_dir: str | Path, output: str | Path
                      "summary": {"params": sum(p.numel() for p in module.model.parameters())}}
     source = {"checkpoint": str(ckpt), "architecture": hp.get("architecture")}
     return write_bundle(output, module.model, data_dir, hp["schema_hash"], arch_json, source=source,
-                        overwrite=overwrite, onnx=onnx)
+                        overwrite=overwrite, onnx=onnx, calibrator=module.calibrator)

@@ -7,7 +7,8 @@ file beside the output, renamed into place at the end (a failed or interrupted s
 file). Memory is bounded by the vocabularies, one raw block and one batch, never by the row count.
 
 Output columns: `row` (int64, the 0-based index of the input row among the data rows of all inputs in
-order: header and blank lines are not rows, bad rows keep their index) and `prob` (float32, P(click)).
+order: header and blank lines are not rows, bad rows keep their index) and `prob` (float32, P(click): the
+bundle's calibrated probability where it has a calibrator, else sigmoid of the logit).
 With `skip_bad` bad rows are left out (their indices are missing) and counted.
 
 Two runtimes score the same ids: "pt2" (default) loads the program with `torch.export.load`; "onnx" runs
@@ -39,7 +40,16 @@ from autoias_pl.data.readers import (
     read_header,
 )
 from autoias_pl.io import atomic_write
-from autoias_pl.serve.bundle import ONNX_INPUT, ONNX_OUTPUT, Bundle, BundleError, load_bundle, onnx_session
+from autoias_pl.serve.bundle import (
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    ONNX_PROB,
+    Bundle,
+    BundleError,
+    load_bundle,
+    onnx_session,
+    outputs,
+)
 
 OUTPUT_SCHEMA = pa.schema([("row", pa.int64()), ("prob", pa.float32())])
 RUNTIMES = ("pt2", "onnx")
@@ -71,6 +81,7 @@ class Scorer:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.runtime = runtime
+        self.calibrated = bool(self.bundle.meta.get("calibration"))  # the program's second output: P(click)
         self.encoder = Encoder(self.bundle.path)
         self.format: RawFormat = self.encoder.format
         if runtime == "pt2":
@@ -88,18 +99,26 @@ class Scorer:
                               f"{e}") from e
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """(b, n) int64 ids -> (b,) float32 logits of one model call."""
+        """(b, n) int64 ids -> (b,) float32 raw logits of one model call."""
+        return self._call(x, ONNX_OUTPUT)
+
+    def _call(self, x: np.ndarray, output: str) -> np.ndarray:
+        """(b, n) int64 ids -> (b,) float32: the program's `output` (ONNX_OUTPUT or ONNX_PROB)."""
         if self.runtime == "onnx":
-            return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0]
+            return self.session.run([output], {ONNX_INPUT: x})[0]
         with torch.inference_mode():
-            return self.program(torch.from_numpy(x)).float().numpy()
+            logits, probs = outputs(self.program, torch.from_numpy(x))
+            return (logits if output == ONNX_OUTPUT else probs).float().numpy()  # type: ignore[union-attr]
 
     def predict(self, ids: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        """(R, n) integer ids -> (R,) float32 click probabilities, `batch_size` rows per model call."""
+        """(R, n) integer ids -> (R,) float32 click probabilities (calibrated where the bundle has a
+        calibrator), `batch_size` rows per model call."""
         out = np.empty(len(ids), dtype=np.float32)
         for i in range(0, len(ids), batch_size):
             x = np.ascontiguousarray(ids[i : i + batch_size], dtype=np.int64)  # (b, n)
-            out[i : i + len(x)] = self.logits(x)
+            out[i : i + len(x)] = self._call(x, ONNX_PROB if self.calibrated else ONNX_OUTPUT)
+        if self.calibrated:
+            return out
         return torch.sigmoid(torch.from_numpy(out)).numpy()  # in place of the logits, the same op per runtime
 
 
