@@ -6,7 +6,9 @@ The supernet ranks architectures with inherited weights, and that ranking is noi
 (benchmarks/supernet_ranking.py measures it). So instead of trusting the search's one pick, `finalize`
 takes the candidates
 
-1. the search's `best_architecture.json` (its validated, pruned pick), when the run folder has one;
+1. the search's `best_architecture.json` (its validated, pruned pick), when the run folder has one, and with
+   `--widen` the same at the widest MLP (weight sharing may rank narrow MLPs too well:
+   benchmarks/supernet_ranking.py);
 2. the generator's most likely distinct models (`ArchitectureGenerator.top_k`: greedy + sample-and-dedupe
    by log P(a)) from the run's checkpoint,
 
@@ -86,10 +88,19 @@ def run_files(search: Path) -> tuple[Path, Path | None]:
     return ckpt, best if best.is_file() else None
 
 
+def widest(arch: Architecture) -> Architecture:
+    """`arch` with every hidden layer at the space's widest candidate."""
+    s = arch.space
+    hidden = ((len(s.hidden_units) - 1,) * s.num_layers,)
+    return Architecture(s, arch.choices[:-1] + hidden, {"widened": True})
+
+
 def candidates(gen: ArchitectureGenerator, k: int, best: Architecture | None, seed: int = 0,
-               samples: int = 256) -> list[Architecture]:
-    """The search's pick (if any) then the generator's top models: k distinct standalone models at most."""
-    proposed = ([best] if best is not None else []) + gen.top_k(k, torch.Generator().manual_seed(seed), samples)
+               samples: int = 256, widen: bool = False) -> list[Architecture]:
+    """The search's pick (if any; with `widen` also the pick at the widest MLP) then the generator's top
+    models: k distinct standalone models at most."""
+    picks = [] if best is None else [best, widest(best)] if widen else [best]
+    proposed = picks + gen.top_k(k, torch.Generator().manual_seed(seed), samples)
     models: dict[Any, Architecture] = {}
     for a in proposed:
         models.setdefault(a.layout, a)
@@ -112,7 +123,7 @@ class Trained:
     """One candidate after its brief training."""
 
     architecture: Architecture
-    source: str  # "search" (best_architecture.json) or "generator"
+    source: str  # "search" (best_architecture.json), "widened" (it at the widest MLP) or "generator"
     val_auc: list[float] = field(default_factory=list)  # per epoch
     seconds: float = 0.0
 
@@ -142,7 +153,7 @@ def train_briefly(arch: Architecture, data: Path, epochs: int, seed: int, lr: fl
 
 def finalize(search: Path, data: Path, k: int = 4, epochs: int = 2, seed: int = 0, lr: float = 1e-3,
              batch_size: int = 512, finetune: bool = False, out: Path | None = None,
-             samples: int = 256) -> dict[str, Any]:
+             samples: int = 256, widen: bool = False) -> dict[str, Any]:
     """Choose among the top-k candidates of the search run `search` on val AUC (see the module docstring);
     writes the chosen architecture and the report, returns the report."""
     if k < 1 or epochs < 1:
@@ -152,8 +163,9 @@ def finalize(search: Path, data: Path, k: int = 4, epochs: int = 2, seed: int = 
     gen = generator_from_checkpoint(ckpt)
     best = None if best_path is None else Architecture.load(best_path, schema_hash=schema.hash)
     trained = []
-    for arch in candidates(gen, k, best, seed, samples):
-        t = Trained(arch, "search" if best is not None and arch.layout == best.layout else "generator")
+    for arch in candidates(gen, k, best, seed, samples, widen):
+        source = "widened" if arch.provenance.get("widened") else "generator"
+        t = Trained(arch, "search" if best is not None and arch.layout == best.layout else source)
         t.val_auc, t.seconds = train_briefly(arch, data, epochs, seed, lr, batch_size, ckpt if finetune else None)
         trained.append(t)
     chosen = max(range(len(trained)), key=lambda i: trained[i].best_val_auc)
@@ -164,6 +176,7 @@ def finalize(search: Path, data: Path, k: int = 4, epochs: int = 2, seed: int = 
                                        "epochs": epochs, "finetune": finetune}})
     atomic_write_text(out, json.dumps(final.to_json_dict(schema.vocab_sizes), indent=1) + "\n")
     report = {"search": str(search), "checkpoint": str(ckpt), "k": k, "epochs": epochs, "finetune": finetune,
+              "widen": widen,
               "budget_epochs": len(trained) * epochs, "chosen": chosen, "out": str(out),
               "seconds": round(sum(t.seconds for t in trained), 1),
               "candidates": [{"source": t.source, "log_prob": t.architecture.provenance.get("log_prob"),
@@ -186,13 +199,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=int, default=256, help="generator draws the top k are taken from")
     p.add_argument("--finetune", action="store_true", help="start each candidate from the supernet's weights")
+    p.add_argument("--widen", action="store_true",
+                   help="also the search's pick with every hidden layer at the widest candidate")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--out", type=Path, default=None, help=f"default <run>/{FINAL_ARCH_FILE}")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     report = finalize(args.search, args.data, args.k, args.epochs, args.seed, args.lr, args.batch_size,
-                      args.finetune, args.out, args.samples)
+                      args.finetune, args.out, args.samples, args.widen)
     print(json.dumps({k: v for k, v in report.items() if k != "candidates"}
                      | {"best_val_auc": [c["best_val_auc"] for c in report["candidates"]]}))
 
