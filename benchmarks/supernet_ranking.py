@@ -113,19 +113,27 @@ def ranks(values: list[float]) -> list[int]:
 
 
 def figure(rows: list[dict[str, Any]], taus: dict[str, float], path: Path) -> None:
+    """Left: the two val AUCs; right: the two ranks (1 = best), which the outliers do not squeeze."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    inh = ranks([r["inherited_val_auc"] for r in rows])
+    ret = ranks([r["retrained_val_auc"] for r in rows])
     for kind, color in zip(KINDS, ("C0", "C1", "C2", "C7"), strict=True):
-        pts = [r for r in rows if r["kind"] == kind]
-        ax.scatter([r["inherited_val_auc"] for r in pts], [r["retrained_val_auc"] for r in pts], color=color,
-                   s=[12 + sum(r["hidden"]) / 12 for r in pts], alpha=0.75,
-                   label=f"{kind} (tau {taus[kind]:+.2f})")
-    ax.set(xlabel="val AUC, inherited supernet weights", ylabel="val AUC, retrained from scratch",
-           title=f"supernet vs training ranking: Kendall tau {taus['overall']:+.2f} (size: MLP units)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+        idx = [i for i, r in enumerate(rows) if r["kind"] == kind]
+        size = [12 + rows[i]["mlp_units"] / 12 for i in idx]
+        label = f"{kind} (tau {taus[kind]:+.2f})"
+        left.scatter([rows[i]["inherited_val_auc"] for i in idx], [rows[i]["retrained_val_auc"] for i in idx],
+                     color=color, s=size, alpha=0.75, label=label)
+        right.scatter([inh[i] for i in idx], [ret[i] for i in idx], color=color, s=size, alpha=0.75, label=label)
+    left.set(xlabel="val AUC, inherited supernet weights", ylabel="val AUC, retrained from scratch")
+    right.set(xlabel="rank, inherited supernet weights (1 = best)", ylabel="rank, retrained from scratch")
+    fig.suptitle(f"supernet vs training ranking, {len(rows)} architectures: Kendall tau {taus['overall']:+.2f} "
+                 "(marker size: MLP units)")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+    right.legend(fontsize=8)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
@@ -138,7 +146,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("docs/figures"))
+    p.add_argument("--replot", type=Path, default=None, help="redraw the figure of a written JSON, train nothing")
     args = p.parse_args()
+    if args.replot is not None:
+        result = json.loads(args.replot.read_text())
+        figure(result["rows"], result["kendall_tau"], args.out / "supernet_ranking.png")
+        return
     torch.set_num_threads(args.threads)
     ckpt, best_path = run_files(args.search)
     schema = Schema.load(args.data)
