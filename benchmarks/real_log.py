@@ -5,7 +5,8 @@
 1. search: `autoias fit -c configs/data/synthetic.yaml -c <--config> -c configs/trainer/cpu.yaml` on --data
    into `<out>/search` (skipped when that folder already holds a finished search: rerunning resumes there);
 2. finalize (`--k` > 0): `python -m autoias_pl.search.finalize` trains the search's pick (with `--widen`
-   also it at the widest MLP) and the generator's most likely models briefly from scratch and keeps the best on val AUC (`<out>/search/final_architecture.json`);
+   also it at the widest widths) and the generator's most likely models briefly from scratch and keeps the
+   best on val AUC (`<out>/search/final_architecture.json`);
 3. compare: `python -m autoias_pl.compare` retrains the searched architecture(s) (`autoias` = the finalized
    one, `autoias-pick` = the search's own pick when finalize chose another) and the baselines (in-space
    deepfm, fm, dnn, lr and the published ref:deepfm, ref:dcnv2) over --seeds seeds with the same recipe;
@@ -105,7 +106,7 @@ def main() -> None:
     p.add_argument("--search-arg", action="append", default=[], help="an extra override of the search (repeatable)")
     p.add_argument("--k", type=int, default=4, help="top-k finalize candidates (0: retrain the search's pick)")
     p.add_argument("--finalize-epochs", type=int, default=2)
-    p.add_argument("--widen", action="store_true", help="finalize also tries the search's pick at the widest MLP")
+    p.add_argument("--widen", action="store_true", help="finalize also tries the search's pick at the widest widths")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--max-epochs", type=int, default=None, help="compare's retraining epochs (default: its recipe)")
     p.add_argument("--batch-size", type=int, default=512)

@@ -97,11 +97,14 @@ def test_finalize_trains_k_for_the_budget_and_picks_the_best_val_auc(synth_schem
     assert json.loads((run / "final_architecture.report.json").read_text())["chosen"] == report["chosen"]
 
 
-def test_widen_adds_the_pick_at_the_widest_mlp(synth_schema: Schema) -> None:
+def test_widen_adds_the_pick_at_the_widest_widths(synth_schema: Schema) -> None:
     space = small_space(synth_schema)
     gen = peaked(space)
     pick = gen.greedy()
-    narrow = Architecture(space, pick.choices[:-1] + ((0,),))  # the one hidden layer at 8 units
+    n, p = space.num_fields, space.num_pairs
+    narrow = Architecture(space, ((0,) * n, (0,) * p) + pick.choices[2:-1] + ((0,),))  # widths 4, 8 units
     out = candidates(gen, 3, narrow, seed=0, samples=50, widen=True)
-    assert out[0] == narrow and out[1].hidden == (16,) and out[1].choices[:-1] == narrow.choices[:-1]
+    assert out[0] == narrow and out[1].hidden == (16,)
+    assert set(out[1].emb_dims) == {8} and set(out[1].proj_dims) == {8}
+    assert out[1].choices[2:-1] == narrow.choices[2:-1]  # functions, selection, insertion kept
     assert len({a.layout for a in out}) == 3

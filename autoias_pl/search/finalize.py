@@ -7,8 +7,8 @@ The supernet ranks architectures with inherited weights, and that ranking is noi
 takes the candidates
 
 1. the search's `best_architecture.json` (its validated, pruned pick), when the run folder has one, and with
-   `--widen` the same at the widest MLP (weight sharing may rank narrow MLPs too well:
-   benchmarks/supernet_ranking.py);
+   `--widen` the same at the widest embedding, projection and MLP widths (weight sharing ranked wide pair
+   projections too low on MovieLens: benchmarks/supernet_ranking.py);
 2. the generator's most likely distinct models (`ArchitectureGenerator.top_k`: greedy + sample-and-dedupe
    by log P(a)) from the run's checkpoint,
 
@@ -39,7 +39,7 @@ from autoias_pl.data.schema import Schema
 from autoias_pl.io import atomic_write_text
 from autoias_pl.retrain import AutoIASRetrain
 from autoias_pl.search.generator import ArchitectureGenerator
-from autoias_pl.space import Architecture, ArchitectureError
+from autoias_pl.space import COMPONENTS, Architecture, ArchitectureError
 from autoias_pl.supernet.checkpoint import space_of
 
 BEST_ARCH_FILE = "best_architecture.json"  # module.py's name for the search's pick
@@ -89,15 +89,19 @@ def run_files(search: Path) -> tuple[Path, Path | None]:
 
 
 def widest(arch: Architecture) -> Architecture:
-    """`arch` with every hidden layer at the space's widest candidate."""
+    """`arch` with every embedding, projection and hidden layer at the space's widest candidate (its fields,
+    pairs, functions and insertions kept): on MovieLens the supernet ranked width-16 pair projections last
+    where 6 epochs of training ranked them first (docs/search.md, "Real data")."""
     s = arch.space
-    hidden = ((len(s.hidden_units) - 1,) * s.num_layers,)
-    return Architecture(s, arch.choices[:-1] + hidden, {"widened": True})
+    rows = {c: list(arch.indices(c)) for c in COMPONENTS} | {
+        "emb": [len(s.emb_dims) - 1] * s.num_fields, "proj": [len(s.proj_dims) - 1] * s.num_pairs,
+        "hidden": [len(s.hidden_units) - 1] * s.num_layers}
+    return Architecture(s, Architecture.from_indices(s, rows).choices, {"widened": True})
 
 
 def candidates(gen: ArchitectureGenerator, k: int, best: Architecture | None, seed: int = 0,
                samples: int = 256, widen: bool = False) -> list[Architecture]:
-    """The search's pick (if any; with `widen` also the pick at the widest MLP) then the generator's top
+    """The search's pick (if any; with `widen` also the pick at the widest widths) then the generator's top
     models: k distinct standalone models at most."""
     picks = [] if best is None else [best, widest(best)] if widen else [best]
     proposed = picks + gen.top_k(k, torch.Generator().manual_seed(seed), samples)
@@ -123,7 +127,7 @@ class Trained:
     """One candidate after its brief training."""
 
     architecture: Architecture
-    source: str  # "search" (best_architecture.json), "widened" (it at the widest MLP) or "generator"
+    source: str  # "search" (best_architecture.json), "widened" (it at the widest widths) or "generator"
     val_auc: list[float] = field(default_factory=list)  # per epoch
     seconds: float = 0.0
 
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples", type=int, default=256, help="generator draws the top k are taken from")
     p.add_argument("--finetune", action="store_true", help="start each candidate from the supernet's weights")
     p.add_argument("--widen", action="store_true",
-                   help="also the search's pick with every hidden layer at the widest candidate")
+                   help="also the search's pick with every width (embedding, projection, MLP) at the widest")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--out", type=Path, default=None, help=f"default <run>/{FINAL_ARCH_FILE}")
     args = p.parse_args(argv)
