@@ -184,6 +184,23 @@ class ArchitectureGenerator(nn.Module):
         idx, _ = self._rollout(1, lambda c, logits: logits.argmax(-1))
         return self._to_architectures(idx)[0]
 
+    @torch.no_grad()
+    def top_k(self, k: int, rng: torch.Generator, samples: int = 256) -> list[Architecture]:
+        """The k most likely distinct models among the greedy architecture and `samples` draws, by log P(a),
+        most likely first, each with provenance {"log_prob": log P(a)}. Distinct means a different standalone
+        model (`Architecture.layout`): two draws that differ only in an unselected vector's width are one.
+        Sample-and-dedupe, not an exact top-k: fewer than k come back when the draws hold fewer models."""
+        if k < 1 or samples < 0:
+            raise ValueError(f"need k >= 1 and samples >= 0, got k={k}, samples={samples}")
+        drawn = [self.greedy()] + (self.sample(samples, rng).architectures if samples else [])
+        models: dict = {}
+        for a in drawn:  # the first draw of each model stands for it
+            models.setdefault(a.layout, a)
+        unique = list(models.values())
+        logp = self.log_prob(unique)  # (u,)
+        order = logp.argsort(descending=True)[:k].tolist()
+        return [Architecture(self.space, unique[i].choices, {"log_prob": float(logp[i])}) for i in order]
+
     def probs(self, component: str, archs: Sequence[Architecture] | None = None) -> Tensor:
         """Conditional probabilities of `component`'s decisions: (D_c, C) along the greedy path, or
         (n, D_c, C) conditioned on the earlier components of the given archs."""

@@ -1,0 +1,110 @@
+"""Top-k final selection (autoias_pl/search/finalize.py) and the generator's top_k, on tiny synthetic data.
+
+The search checkpoint is written by hand (the hyperparameters of the space and the generator's weights, the
+two things finalize reads), so these tests need no search run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoias_pl.data.schema import Schema
+from autoias_pl.search.finalize import FINAL_ARCH_FILE, candidates, finalize, generator_from_checkpoint
+from autoias_pl.search.generator import ArchitectureGenerator
+from autoias_pl.space import Architecture, SearchSpace
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def small_space(schema: Schema) -> SearchSpace:
+    return SearchSpace(tuple(schema.field_names), (4, 8), (4, 8), ("product", "concat"), 1, (8, 16), True,
+                       schema.hash)
+
+
+def peaked(space: SearchSpace, seed: int = 0) -> ArchitectureGenerator:
+    """A joint-pair generator with random, fairly confident per-decision logits (a trained one's shape)."""
+    torch.manual_seed(seed)
+    gen = ArchitectureGenerator(space, pair_decision="joint")
+    with torch.no_grad():
+        for b in gen.bias.values():
+            b.normal_(0.0, 0.15)  # x decision_logit_scale 10: logits of std 1.5
+    return gen
+
+
+def write_run(tmp: Path, schema: Schema, gen: ArchitectureGenerator, best: Architecture | None) -> Path:
+    """A search run folder: checkpoints/last.ckpt (space hyperparameters + generator weights) and the pick."""
+    s = gen.space
+    hparams = {"field_names": list(s.field_names), "vocab_sizes": list(schema.vocab_sizes), "emb_dims": list(s.emb_dims),
+               "proj_dims": list(s.proj_dims), "functions": list(s.functions), "num_layers": s.num_layers,
+               "hidden_units": list(s.hidden_units), "output_insertion": s.output_insertion,
+               "schema_hash": s.schema_hash, "pair_decision": "joint"}
+    state = {f"generator.{k}": v for k, v in gen.state_dict().items()}
+    (tmp / "checkpoints").mkdir(parents=True)
+    torch.save({"hyper_parameters": hparams, "state_dict": state}, tmp / "checkpoints" / "last.ckpt")
+    if best is not None:
+        best.save(tmp / "best_architecture.json", schema.vocab_sizes)
+    return tmp
+
+
+def test_top_k_is_distinct_and_ordered_by_log_prob(synth_schema: Schema) -> None:
+    gen = peaked(small_space(synth_schema))
+    top = gen.top_k(6, torch.Generator().manual_seed(1), samples=200)
+    assert len(top) == 6
+    assert len({a.layout for a in top}) == 6  # six different standalone models
+    logp = [a.provenance["log_prob"] for a in top]
+    assert logp == sorted(logp, reverse=True)
+    assert torch.allclose(gen.log_prob(top).detach(), torch.tensor(logp), atol=1e-4)
+    # nothing among the draws is more likely than the k-th kept one, unless it is one of the kept models
+    draws = gen.sample(200, torch.Generator().manual_seed(1)).architectures + [gen.greedy()]
+    kept = {a.layout for a in top}
+    others = [a for a in draws if a.layout not in kept]
+    assert float(gen.log_prob(others).detach().max()) <= logp[-1] + 1e-4
+
+
+def test_candidates_put_the_search_pick_first_and_drop_duplicates(synth_schema: Schema) -> None:
+    gen = peaked(small_space(synth_schema))
+    greedy = gen.greedy()
+    out = candidates(gen, 4, greedy, seed=0, samples=100)  # the pick is the greedy model: no duplicate of it
+    assert out[0].layout == greedy.layout and len(out) == 4 and len({a.layout for a in out}) == 4
+
+
+def test_finalize_trains_k_for_the_budget_and_picks_the_best_val_auc(synth_schema: Schema, synth_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    space = small_space(synth_schema)
+    gen = peaked(space)
+    # the search's pick: one field read out alone, a weak model that top-k selection should not keep
+    n, p = space.num_fields, space.num_pairs
+    weak = Architecture.from_indices(space, {"emb": [0] * n, "proj": [0] * p, "func": [0] * p,
+                                             "select": [1] + [0] * (n - 1 + p), "insert": [1] * (n + p),
+                                             "hidden": [0]})
+    run = write_run(tmp_path / "run", synth_schema, gen, weak)
+    assert generator_from_checkpoint(run / "checkpoints" / "last.ckpt").greedy() == gen.greedy()
+    report = finalize(run, synth_dir, k=3, epochs=2, samples=64)
+    cands = report["candidates"]
+    assert len(cands) == 3 and report["budget_epochs"] == 6
+    assert all(len(c["val_auc"]) == 2 for c in cands)  # exactly the stated epochs each
+    assert cands[0]["source"] == "search" and [c["source"] for c in cands[1:]] == ["generator"] * 2
+    aucs = [c["best_val_auc"] for c in cands]
+    assert report["chosen"] == aucs.index(max(aucs))
+    assert report["chosen"] != 0, aucs  # one field alone loses to the generator's models on planted pairs
+    final = Architecture.load(run / FINAL_ARCH_FILE, schema_hash=synth_schema.hash)
+    chosen = candidates(gen, 3, weak, seed=0, samples=64)[report["chosen"]]
+    assert final.layout == chosen.layout
+    assert final.provenance["finalize"]["val_auc"] == pytest.approx(max(aucs))
+    assert json.loads((run / "final_architecture.report.json").read_text())["chosen"] == report["chosen"]
+
+
+def test_widen_adds_the_pick_at_the_widest_widths(synth_schema: Schema) -> None:
+    space = small_space(synth_schema)
+    gen = peaked(space)
+    pick = gen.greedy()
+    n, p = space.num_fields, space.num_pairs
+    narrow = Architecture(space, ((0,) * n, (0,) * p) + pick.choices[2:-1] + ((0,),))  # widths 4, 8 units
+    out = candidates(gen, 3, narrow, seed=0, samples=50, widen=True)
+    assert out[0] == narrow and out[1].hidden == (16,)
+    assert set(out[1].emb_dims) == {8} and set(out[1].proj_dims) == {8}
+    assert out[1].choices[2:-1] == narrow.choices[2:-1]  # functions, selection, insertion kept
+    assert len({a.layout for a in out}) == 3
