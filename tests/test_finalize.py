@@ -37,10 +37,10 @@ def peaked(space: SearchSpace, seed: int = 0) -> ArchitectureGenerator:
 def write_run(tmp: Path, schema: Schema, gen: ArchitectureGenerator, best: Architecture | None) -> Path:
     """A search run folder: checkpoints/last.ckpt (space hyperparameters + generator weights) and the pick."""
     s = gen.space
-    hparams = {"field_names": list(s.field_names), "vocab_sizes": list(schema.vocab_sizes), "emb_dims": list(s.emb_dims),
-               "proj_dims": list(s.proj_dims), "functions": list(s.functions), "num_layers": s.num_layers,
-               "hidden_units": list(s.hidden_units), "output_insertion": s.output_insertion,
-               "schema_hash": s.schema_hash, "pair_decision": "joint"}
+    space = {"emb_dims": list(s.emb_dims), "proj_dims": list(s.proj_dims), "functions": list(s.functions),
+             "num_layers": s.num_layers, "hidden_units": list(s.hidden_units), "output_insertion": s.output_insertion}
+    hparams = {"field_names": list(s.field_names), "vocab_sizes": list(schema.vocab_sizes), "schema_hash": s.schema_hash,
+               "space": space, "generator": {"pair_decision": "joint"}}  # AutoIASSearch's nested recipe layout
     state = {f"generator.{k}": v for k, v in gen.state_dict().items()}
     (tmp / "checkpoints").mkdir(parents=True)
     torch.save({"hyper_parameters": hparams, "state_dict": state}, tmp / "checkpoints" / "last.ckpt")
@@ -108,3 +108,16 @@ def test_widen_adds_the_pick_at_the_widest_widths(synth_schema: Schema) -> None:
     assert set(out[1].emb_dims) == {8} and set(out[1].proj_dims) == {8}
     assert out[1].choices[2:-1] == narrow.choices[2:-1]  # functions, selection, insertion kept
     assert len({a.layout for a in out}) == 3
+
+
+def test_reads_the_generator_of_a_real_search_checkpoint(search_run: Path) -> None:
+    """The layout `write_run` imitates is the one `autoias fit` writes: the generator of a real search's
+    last.ckpt loads with its trained weights and its greedy decode is the search module's."""
+    from autoias_pl.search import AutoIASSearch
+
+    ckpt = search_run / "checkpoints" / "last.ckpt"
+    gen = generator_from_checkpoint(ckpt)
+    module = AutoIASSearch.load_from_checkpoint(ckpt, map_location="cpu")
+    for (name, a), b in zip(gen.state_dict().items(), module.generator.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert gen.greedy().choices == module.generator.greedy().choices

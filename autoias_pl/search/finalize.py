@@ -38,23 +38,14 @@ from autoias_pl.data.datamodule import CTRDataModule
 from autoias_pl.data.schema import Schema
 from autoias_pl.io import atomic_write_text
 from autoias_pl.retrain import AutoIASRetrain
+from autoias_pl.search.config import GeneratorConfig
 from autoias_pl.search.generator import ArchitectureGenerator
+from autoias_pl.search.module import BEST_ARCH_FILE
 from autoias_pl.space import COMPONENTS, Architecture, ArchitectureError
 from autoias_pl.supernet.checkpoint import space_of
 
-BEST_ARCH_FILE = "best_architecture.json"  # module.py's name for the search's pick
 FINAL_ARCH_FILE = "final_architecture.json"
 GENERATOR_PREFIX = "generator."
-
-
-def _hparam(h: dict[str, Any], key: str, default: Any) -> Any:
-    """`key` of the checkpoint's hyperparameters, flat or one level down in a nested config section."""
-    if key in h:
-        return h[key]
-    for v in h.values():
-        if isinstance(v, dict) and key in v:
-            return v[key]
-    return default
 
 
 def generator_from_checkpoint(path: str | Path) -> ArchitectureGenerator:
@@ -69,9 +60,9 @@ def generator_from_checkpoint(path: str | Path) -> ArchitectureGenerator:
     if not weights:
         raise ArchitectureError(f"{path}: not a search checkpoint (no {GENERATOR_PREFIX}* weights)")
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the global RNG alone
-        gen = ArchitectureGenerator(space_of(h, str(path)), int(_hparam(h, "generator_embed_dim", 16)),
-                                    int(_hparam(h, "generator_hidden_dim", 64)), _hparam(h, "init_select_prob", None),
-                                    pair_decision=_hparam(h, "pair_decision", "separate"))
+        cfg = GeneratorConfig(**(h.get("generator") or {}))  # the recipe's generator section, as the search built it
+        gen = ArchitectureGenerator(space_of(h, str(path)), cfg.embed_dim, cfg.hidden_dim, cfg.init_select_prob,
+                                    pair_decision=cfg.pair_decision)
     gen.load_state_dict(weights)
     return gen
 
