@@ -31,12 +31,12 @@ proof: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -m proof tests/test_search_proof.py
 
 demo: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m autoias_pl.demo --out runs/demo
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m autoias_pl.experiments.demo --out runs/demo
 
 # CI: a fresh demo must print the README's table (every figure but the seconds): the README cannot go stale.
 demo-check: $(STAMP)
 	rm -rf runs/ci-demo
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m autoias_pl.demo --out runs/ci-demo
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m autoias_pl.experiments.demo --out runs/ci-demo
 	$(BIN)/python benchmarks/sync_readme.py --verify runs/ci-demo/results.md
 
 bench: $(STAMP)

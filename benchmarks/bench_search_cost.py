@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_search_cost.py [--rows 100000]
 
-On the demo's planted data (`python -m autoias_pl.demo`: 100k rows, 10 fields, vocabularies 50..500, 3
+On the demo's planted data (`python -m autoias_pl.experiments.demo`: 100k rows, 10 fields, vocabularies 50..500, 3
 rank-1 planted pairs), in this one process and with `--threads` torch threads, the wall time of
 - the search: configs/search/cpu.yaml through the demo's `search` step (its warm-up of 8 epochs of the train
   rows, then the generator), and
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from autoias_pl import demo
 from autoias_pl.data.schema import Schema
 from autoias_pl.data.synth import synthesize
+from autoias_pl.experiments import demo
 from autoias_pl.space import Architecture
 
 

@@ -7,7 +7,7 @@
 2. finalize (`--k` > 0): `python -m autoias_pl.search.finalize` trains the search's pick (with `--widen`
    also it at the widest widths) and the generator's most likely models briefly from scratch and keeps the
    best on val AUC (`<out>/search/final_architecture.json`);
-3. compare: `python -m autoias_pl.compare` retrains the searched architecture(s) (`autoias` = the finalized
+3. compare: `python -m autoias_pl.experiments.compare` retrains the searched architecture(s) (`autoias` = the finalized
    one, `autoias-pick` = the search's own pick when finalize chose another) and the baselines (in-space
    deepfm, fm, dnn, lr and the published ref:deepfm, ref:dcnv2) over --seeds seeds with the same recipe;
 4. `<out>/real_log.md`: the comparison table and the verdict of the goal (searched >= best baseline + 0.002
@@ -72,7 +72,7 @@ def finalize(args: argparse.Namespace, folder: Path) -> tuple[Path, float]:
 
 
 def compare(args: argparse.Namespace, models: list[str]) -> float:
-    cmd = [sys.executable, "-m", "autoias_pl.compare", "--data", str(args.data), "--models", *models,
+    cmd = [sys.executable, "-m", "autoias_pl.experiments.compare", "--data", str(args.data), "--models", *models,
            "--seeds", str(args.seeds), "--batch-size", str(args.batch_size), "--out", str(args.out / "compare"),
            "--no-progress-bar", "--overwrite"]
     if args.max_epochs is not None:

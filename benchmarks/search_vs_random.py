@@ -113,7 +113,7 @@ def run_seed(data: Path, seed: int, args: argparse.Namespace, out: Path) -> list
 
 def retrain(data: Path, arch: Path, out: Path, seed: int) -> dict[str, Any]:
     """Retrain `arch` from scratch and test it, as `make demo` retrains its searched architecture."""
-    from autoias_pl.demo import retrain as demo_retrain
+    from autoias_pl.experiments.demo import retrain as demo_retrain
 
     args = argparse.Namespace(seed=seed, lr=0.01, max_epochs=10, no_progress_bar=True)
     with contextlib.redirect_stdout(sys.stderr):  # the CLI's echo and tables: stdout stays one JSON object

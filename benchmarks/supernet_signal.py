@@ -32,12 +32,12 @@ from lightning.pytorch import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autoias_pl.ablations import SPACE  # noqa: E402
 from autoias_pl.auc import auc, batched_auc  # noqa: E402
 from autoias_pl.data.memory import MemoryDataModule  # noqa: E402
 from autoias_pl.data.schema import Schema  # noqa: E402
 from autoias_pl.data.stream import read_rows  # noqa: E402
 from autoias_pl.data.synth import synthesize  # noqa: E402
+from autoias_pl.experiments.ablations import SPACE  # noqa: E402
 from autoias_pl.search import AutoIASSearch  # noqa: E402
 from autoias_pl.search.refine import with_pair  # noqa: E402
 from autoias_pl.space import COMPONENTS, Architecture  # noqa: E402

@@ -10,7 +10,7 @@ With a results file other than the kept copy (default: runs/demo/results.md), th
 checks that the README block is `readme_block()` of the kept copy, so updating one without the other fails.
 
 The block is the comparison table, the planted-pair line and the run's sizes with the column notes, as the
-demo wrote them (`autoias_pl/demo.py`); its total wall time, which varies with the machine's load, is left
+demo wrote them (`autoias_pl/experiments/demo.py`); its total wall time, which varies with the machine's load, is left
 out. The prose after the block is written by hand.
 
 `--verify` is what CI runs after a fresh `make demo` (`make demo-check`): the README block must be what the

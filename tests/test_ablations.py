@@ -1,4 +1,4 @@
-"""`python -m autoias_pl.ablations` on tiny data: every study (2 values each, 1 seed, a few batches), the
+"""`python -m autoias_pl.experiments.ablations` on tiny data: every study (2 values each, 1 seed, a few batches), the
 files, the tables' shape, resuming without retraining, a study run alone, and one-line errors."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from autoias_pl import ablations
 from autoias_pl.data.synth import synthesize
+from autoias_pl.experiments import ablations
 
 TINY_VALUES = {"beta": [0.0, 0.5], "students": [1, 9], "sampler": ["generator", "uniform"], "reward_archs": [1, 2]}
 

@@ -1,4 +1,4 @@
-"""`python -m autoias_pl.compare` on tiny data: 2 models x 2 seeds x 1 epoch, its files and table."""
+"""`python -m autoias_pl.experiments.compare` on tiny data: 2 models x 2 seeds x 1 epoch, its files and table."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autoias_pl import compare
+from autoias_pl.experiments import compare
 from tests.helpers.drivers import COMPARE_SMALL as SMALL
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autoias_pl import demo
+from autoias_pl.experiments import demo
 from tests.helpers.drivers import quick_demo
 
 

@@ -18,19 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from autoias_pl import ablations, cli, compare, demo
+from autoias_pl import cli
 from autoias_pl.data import cli as data_cli
 from autoias_pl.errors import EXIT_BROKEN_PIPE, ConfigError, main_status, run_main
+from autoias_pl.experiments import ablations, compare, demo
 from autoias_pl.io import atomic_output_dir, atomic_write_text
 from autoias_pl.serve import cli as serve_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 MODULES = {"autoias": "autoias_pl.cli", "autoias-data": "autoias_pl.data.cli", "autoias-serve": "autoias_pl.serve.cli",
-           "demo": "autoias_pl.demo", "compare": "autoias_pl.compare", "ablations": "autoias_pl.ablations"}
+           "demo": "autoias_pl.experiments.demo", "compare": "autoias_pl.experiments.compare", "ablations": "autoias_pl.experiments.ablations"}
 PROGS = {"autoias": "autoias", "autoias-data": "autoias-data", "autoias-serve": "autoias-serve",
-         "demo": "python -m autoias_pl.demo", "compare": "python -m autoias_pl.compare",
-         "ablations": "python -m autoias_pl.ablations"}
+         "demo": "python -m autoias_pl.experiments.demo", "compare": "python -m autoias_pl.experiments.compare",
+         "ablations": "python -m autoias_pl.experiments.ablations"}
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ CORE = ("autoias_pl.space", "autoias_pl.layout", "autoias_pl.interactions", "aut
         "autoias_pl.baselines", "autoias_pl.supernet", "autoias_pl.references", "autoias_pl.calibration")
 SEARCH_LOGIC = ("autoias_pl.search.generator", "autoias_pl.search.reward", "autoias_pl.search.refine",
                 "autoias_pl.search.config", "autoias_pl.search.proposer")
-CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.demo", "autoias_pl.compare", "autoias_pl.serve.cli",
-        "autoias_pl.ablations")
+# Commands: the three entry points and the experiment drivers (demo, compare, ablations), which nothing imports.
+CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.serve.cli", "autoias_pl.experiments")
 SERVE = ("autoias_pl.serve",)
 SERVE_EXPORT = "autoias_pl.serve.export"  # reads a retrain checkpoint: the one serve module that may import retrain
 LIGHTNING = ("lightning", "pytorch_lightning", "lightning_fabric")
@@ -165,7 +165,7 @@ import logging, os, sys
 import matplotlib, torch, lightning.pytorch  # their own import-time settings are not ours
 env = dict(os.environ)
 filters = list(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters)
-import autoias_pl.cli, autoias_pl.demo, autoias_pl.search, autoias_pl.search.views, autoias_pl.retrain
+import autoias_pl.cli, autoias_pl.experiments.demo, autoias_pl.search, autoias_pl.search.views, autoias_pl.retrain
 assert dict(os.environ) == env, sorted(set(os.environ.items()) ^ set(env.items()))
 assert list(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters) == filters, "logging filter"
 assert matplotlib.rcParams._get_backend_or_none() is None, matplotlib.rcParams._get_backend_or_none()

@@ -162,7 +162,7 @@ def test_retrain_config_sets_the_recipe_and_its_monitor(synth_dir: Path, tmp_pat
 
 
 def test_compare_applies_a_recipe_config_after_retrain_yaml(synth_dir: Path, tmp_path: Path) -> None:
-    from autoias_pl import compare
+    from autoias_pl.experiments import compare
     from tests.helpers.drivers import COMPARE_SMALL as SMALL
 
     recipe = tmp_path / "recipe.yaml"
@@ -173,7 +173,7 @@ def test_compare_applies_a_recipe_config_after_retrain_yaml(synth_dir: Path, tmp
     ckpt = torch.load(tmp_path / "c" / "ref-deepfm" / "seed0" / "checkpoints" / "best.ckpt", map_location="cpu",
                       weights_only=False)
     assert (ckpt["hyper_parameters"]["l2_embedding"], ckpt["hyper_parameters"]["dropout"]) == (0.02, 0.1)
-    (key,) = [k for k in ckpt["callbacks"] if k.startswith("ModelCheckpoint")]
+    (key,) = [k for k in ckpt["callbacks"] if "ModelCheckpoint{" in k]  # the CLI's WarmupAwareModelCheckpoint
     assert "'monitor': 'val/logloss'" in key and ckpt["callbacks"][key]["best_model_score"] > 0
     assert "early stopping (on val/auc)" in (tmp_path / "c" / "results.md").read_text()  # the recipe's stop monitor
     recipe.write_text("early_stopping: {monitor: val/logloss, mode: min}\n")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from autoias_pl import demo
+from autoias_pl.experiments import demo
 
 
 def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -17,6 +17,6 @@ def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-COMPARE_SMALL = [  # `python -m autoias_pl.compare` options for a run of seconds
+COMPARE_SMALL = [  # `python -m autoias_pl.experiments.compare` options for a run of seconds
     "--max-epochs", "1", "--limit-train-batches", "4", "--batch-size", "512", "--lr", "0.01",
     "--dim", "4", "--hidden", "16", "--layers", "1", "--no-progress-bar"]

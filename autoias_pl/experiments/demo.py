@@ -1,6 +1,6 @@
 """`make demo`: the whole AutoIAS flow on synthetic data with planted pairs, through the `autoias` CLI.
 
-    python -m autoias_pl.demo --out runs/demo [--rows 100000] [--max-epochs 10] [--quick]
+    python -m autoias_pl.experiments.demo --out runs/demo [--rows 100000] [--max-epochs 10] [--quick]
 
 1. synthesize a dataset whose clicks depend on a few planted field pairs (known Bayes-optimal ceiling);
 2. search (configs/search/cpu.yaml) -> `search/best_architecture.json`;
@@ -38,7 +38,7 @@ from autoias_pl.errors import run_main
 from autoias_pl.io import atomic_write_text
 from autoias_pl.space import Architecture
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 BASELINE_NAMES = ("lr", "fm", "dnn", "deepfm", "ref:fm", "ref:deepfm")  # in-space analogues, then as published
 MARKER = ".autoias-demo"  # marks a folder the demo owns (and may wipe on the next run)
 # Vocabularies of 50..500 ids and rank-1 planted pairs, as tests/test_search_proof.py: the crosses are worth
@@ -59,7 +59,7 @@ class Result:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m autoias_pl.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m autoias_pl.experiments.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/demo", help="run folder (replaced if it holds an earlier demo)")
     p.add_argument("--rows", type=int, default=100_000, help="synthetic rows (80/10/10 train/val/test)")
     p.add_argument("--fields", type=int, default=10)
@@ -85,7 +85,7 @@ def prepare_out(out: Path) -> None:
             raise FileExistsError(f"{out}: exists and was not made by the demo; pass another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by python -m autoias_pl.demo; rerunning the demo replaces this folder\n")
+    (out / MARKER).write_text("made by python -m autoias_pl.experiments.demo; rerunning the demo replaces this folder\n")
 
 
 def cli(subcommand: str, configs: list[str], overrides: list[str]) -> object:
@@ -200,7 +200,7 @@ def table(results: list[Result]) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> list[Result]:
     """`make demo`; a known error (an --out the demo did not make, a bad option) is one line, exit 2."""
     args = parse_args(argv)
-    return run_main("python -m autoias_pl.demo", lambda: _main(args))
+    return run_main("python -m autoias_pl.experiments.demo", lambda: _main(args))
 
 
 def _main(args: argparse.Namespace) -> list[Result]:

@@ -1,6 +1,6 @@
 """Retrain several models on one prepared dataset over K seeds each and tabulate them, through `autoias`.
 
-    python -m autoias_pl.compare --data DIR --models NAME_OR_JSON [...] --seeds K --out DIR [--max-epochs E]
+    python -m autoias_pl.experiments.compare --data DIR --models NAME_OR_JSON [...] --seeds K --out DIR [--max-epochs E]
 
 A model is a searched architecture JSON (`best_architecture.json`), an in-space baseline (`deepfm`, ...:
 autoias_pl/baselines.py) or a published reference model (`ref:deepfm`, ...: autoias_pl/references.py);
@@ -35,8 +35,8 @@ import torch
 
 from autoias_pl.calibration import reliability_figure
 from autoias_pl.data.schema import Schema
-from autoias_pl.demo import cli, common
 from autoias_pl.errors import run_main
+from autoias_pl.experiments.demo import cli, common
 from autoias_pl.io import atomic_write, atomic_write_text
 
 RETRAIN_CONFIGS = ["retrain.yaml"]
@@ -65,7 +65,7 @@ class Run:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m autoias_pl.compare", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m autoias_pl.experiments.compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="a prepared dataset folder (autoias-data prepare|synth)")
     p.add_argument("--models", nargs="+", required=True, metavar="[LABEL=]MODEL",
                    help="architecture JSON files, baseline names (deepfm, ...) or references (ref:deepfm, ...)")
@@ -237,7 +237,7 @@ def monitor_note(runs: list[Run]) -> str:
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     """A known error (no dataset at --data, an earlier comparison in --out) is one line, exit 2."""
     args = parse_args(argv)
-    return run_main("python -m autoias_pl.compare", lambda: _main(args))
+    return run_main("python -m autoias_pl.experiments.compare", lambda: _main(args))
 
 
 def _main(args: argparse.Namespace) -> list[dict[str, object]]:

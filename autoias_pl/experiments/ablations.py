@@ -1,6 +1,6 @@
 """The ablations of paper section 4.4 on one prepared dataset, as figures, tables and a results file.
 
-    python -m autoias_pl.ablations --data DIR --out DIR [--budget-minutes N] [--seeds K]
+    python -m autoias_pl.experiments.ablations --data DIR --out DIR [--budget-minutes N] [--seeds K]
                                    [--studies beta,students,sampler,reward_archs]
 
 Every run is the current search (`AutoIASSearch`) on the whole-space CPU recipe, configs/search/cpu.yaml (read
@@ -76,7 +76,7 @@ from autoias_pl.search.config import flat_from_nested, nested_name, recipe_from_
 from autoias_pl.space import Architecture, SearchSpace
 
 # ----- the base recipe: configs/search/cpu.yaml, the whole-space CPU search (all four interaction functions) -----
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RECIPE_FILE = "search/cpu.yaml"
 _CPU = yaml.safe_load((CONFIGS / RECIPE_FILE).read_text())
 SPACE: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in _CPU["model"]["init_args"]["space"].items()}
@@ -550,7 +550,7 @@ def write_outputs(out: Path, data: Path, schema: Schema, plan: dict[str, Any], w
              f"{schema.rows['train']:,} training rows, {len(schema.field_names)} fields; every run trains "
              f"{sizing['rows']:,} rows ({sizing['epochs']} epoch(s) of {sizing['batches_per_epoch']} batches of "
              f"{sizing['batch_size']}, uniform warm-up of {sizing['warmup_batches']} batches), validated every "
-             f"{sizing['val_every']} batches. Base recipe configs/search/cpu.yaml (`autoias_pl.ablations.BASE`): "
+             f"{sizing['val_every']} batches. Base recipe configs/search/cpu.yaml (`autoias_pl.experiments.ablations.BASE`): "
              f"`{json.dumps(plan['base']['model'])}`, supernet Adam lr {plan['base']['supernet_lr']}.", "",
              f"Student val loss: the supernet's mean BCE on the first {plan['base']['eval_rows']:,} validation rows of "
              f"{plan['base']['eval_archs']} fixed uniformly drawn architectures. Candidate: the searched architecture "
@@ -577,7 +577,7 @@ def write_outputs(out: Path, data: Path, schema: Schema, plan: dict[str, Any], w
 
 # ----- the command -----
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m autoias_pl.ablations", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m autoias_pl.experiments.ablations", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="a prepared dataset folder (schema.json, train/val/test shards)")
     p.add_argument("--out", required=True, help="output folder (rerunning with it resumes)")
     p.add_argument("--budget-minutes", type=float, default=30.0,
@@ -601,7 +601,7 @@ def _studies(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    return run_main("python -m autoias_pl.ablations", lambda: _main(args), known=(AblationError,))
+    return run_main("python -m autoias_pl.experiments.ablations", lambda: _main(args), known=(AblationError,))
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:
