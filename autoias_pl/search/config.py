@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from autoias_pl.search.generator import PairDecision
 from autoias_pl.search.reward import BaselineKind
-from autoias_pl.space import FUNCTIONS
+from autoias_pl.space import FUNCTIONS, SearchSpace
 
 ProposerKind = Literal["generator", "uniform"]
 
@@ -40,12 +40,13 @@ def _one_of(cls: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
 class SpaceConfig:
     """The candidates of the search space (paper Table 3); the fields come from the data."""
 
-    emb_dims: tuple[int, ...] = (4, 8, 16, 32, 64, 128)
-    proj_dims: tuple[int, ...] = (4, 8, 16, 32, 64, 128)
-    functions: tuple[str, ...] = FUNCTIONS
-    num_layers: int = 5
-    hidden_units: tuple[int, ...] = (64, 128, 256)
-    output_insertion: bool = True
+    # the defaults are SearchSpace's (the paper's Table 3), never a second copy of them
+    emb_dims: tuple[int, ...] = SearchSpace.emb_dims
+    proj_dims: tuple[int, ...] = SearchSpace.proj_dims
+    functions: tuple[str, ...] = SearchSpace.functions
+    num_layers: int = SearchSpace.num_layers
+    hidden_units: tuple[int, ...] = SearchSpace.hidden_units
+    output_insertion: bool = SearchSpace.output_insertion
 
     def __post_init__(self) -> None:
         for name in ("emb_dims", "proj_dims", "functions", "hidden_units"):

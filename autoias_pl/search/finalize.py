@@ -41,8 +41,8 @@ from autoias_pl.retrain import AutoIASRetrain
 from autoias_pl.search.config import GeneratorConfig
 from autoias_pl.search.generator import ArchitectureGenerator
 from autoias_pl.search.module import BEST_ARCH_FILE
-from autoias_pl.space import COMPONENTS, Architecture, ArchitectureError
-from autoias_pl.supernet.checkpoint import space_of
+from autoias_pl.space import COMPONENTS, Architecture
+from autoias_pl.supernet.checkpoint import read_search_checkpoint, space_of
 
 FINAL_ARCH_FILE = "final_architecture.json"
 GENERATOR_PREFIX = "generator."
@@ -50,15 +50,7 @@ GENERATOR_PREFIX = "generator."
 
 def generator_from_checkpoint(path: str | Path) -> ArchitectureGenerator:
     """The trained generator of the search checkpoint at `path` (on CPU), without the search module."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such search checkpoint")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    h = ckpt.get("hyper_parameters") or {}
-    weights = {k[len(GENERATOR_PREFIX):]: v for k, v in ckpt.get("state_dict", {}).items()
-               if k.startswith(GENERATOR_PREFIX)}
-    if not weights:
-        raise ArchitectureError(f"{path}: not a search checkpoint (no {GENERATOR_PREFIX}* weights)")
+    h, weights = read_search_checkpoint(path, GENERATOR_PREFIX)
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the global RNG alone
         cfg = GeneratorConfig(**(h.get("generator") or {}))  # the recipe's generator section, as the search built it
         gen = ArchitectureGenerator(space_of(h, str(path)), cfg.embed_dim, cfg.hidden_dim, cfg.init_select_prob,

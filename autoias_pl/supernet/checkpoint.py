@@ -35,17 +35,23 @@ def space_of(hparams: Mapping[str, Any], source: str = "<checkpoint>") -> Search
                        bool(h["output_insertion"]), str(hparams["schema_hash"]))
 
 
-def supernet_from_checkpoint(path: str | Path) -> Supernet:
-    """The trained supernet (on CPU, float32 parameters) of the search checkpoint at `path`."""
+def read_search_checkpoint(path: str | Path, prefix: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(hyper_parameters, the state_dict entries under `prefix` with it removed) of the search checkpoint at
+    `path`; FileNotFoundError if there is none, ArchitectureError if it holds no `prefix`* weights."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such search checkpoint")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    hparams = ckpt.get("hyper_parameters") or {}
-    space = space_of(hparams, str(path))
-    weights = {k[len(PREFIX):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(PREFIX)}
+    weights = {k[len(prefix):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(prefix)}
     if not weights:
-        raise ArchitectureError(f"{path}: not a search checkpoint (no {PREFIX}* weights in its state_dict)")
+        raise ArchitectureError(f"{path}: not a search checkpoint (no {prefix}* weights in its state_dict)")
+    return ckpt.get("hyper_parameters") or {}, weights
+
+
+def supernet_from_checkpoint(path: str | Path) -> Supernet:
+    """The trained supernet (on CPU, float32 parameters) of the search checkpoint at `path`."""
+    hparams, weights = read_search_checkpoint(path, PREFIX)
+    space = space_of(hparams, str(path))
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the global RNG alone
         options = hparams.get("supernet") or {}
         net = Supernet(space, [int(v) for v in hparams["vocab_sizes"]],
