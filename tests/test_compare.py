@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from autoias_pl.errors import ConfigError
 from autoias_pl.experiments import compare
 from tests.helpers.drivers import COMPARE_SMALL as SMALL
 
@@ -50,5 +51,14 @@ def test_labels_of_models() -> None:
     assert compare.labelled(["ref:fm", "runs/s/version_0/best_architecture.json", "x/mine.json", "a=deepfm"]) == [
         ("ref:fm", "ref:fm"), ("version_0", "runs/s/version_0/best_architecture.json"),
         ("mine", "x/mine.json"), ("a", "deepfm")]
-    with pytest.raises(SystemExit, match="duplicate"):
+    with pytest.raises(ConfigError, match="duplicate"):
         compare.labelled(["deepfm", "deepfm"])
+
+
+def test_duplicate_labels_are_one_line_and_exit_2(synth_dir: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        compare.main(["--data", str(synth_dir), "--models", "deepfm", "deepfm", "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "error: duplicate model labels" in err
+    assert not (tmp_path / "c").exists()  # refused before anything was written

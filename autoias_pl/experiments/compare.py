@@ -35,7 +35,7 @@ import torch
 
 from autoias_pl.calibration import reliability_figure
 from autoias_pl.data.schema import Schema
-from autoias_pl.errors import run_main
+from autoias_pl.errors import ConfigError, run_main
 from autoias_pl.experiments.demo import cli, common
 from autoias_pl.io import atomic_write, atomic_write_text
 
@@ -103,7 +103,7 @@ def labelled(specs: list[str]) -> list[tuple[str, str]]:
         out.append((label, model))
     labels = [lab for lab, _ in out]
     if len(set(labels)) != len(labels):
-        raise SystemExit(f"compare: duplicate model labels {labels}; name them with LABEL=MODEL")
+        raise ConfigError(f"duplicate model labels {labels}; name them with LABEL=MODEL")
     return out
 
 
