@@ -5,6 +5,9 @@ A vector has ONE insertion target, so a model that feeds the same embedding to t
 and its DNN) cannot be literal: each docstring says how the expression differs from the published model.
 Common differences: pairs are projected (a learned d x k map per field) before they interact, and a pair
 vector is read out with learned weights, where FM / IPNN sum its entries (a special case of those weights).
+A fresh model starts at that special case (identity projections, pair read-out weights 1: docs/supernet.md,
+"Initialisation"), so `fm` and `deepfm` start as FM's second order. No field has a per-id first-order weight
+of its own (a field has one target: in the MLP it has no linear term); measured worth nothing on MovieLens.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def lr(space: SearchSpace, dim: int, hidden: int | None) -> Architecture:
 
 def fm(space: SearchSpace, dim: int, hidden: int | None) -> Architecture:
     """FM: fields (first order) and every pair's Hadamard product ê_i ∘ ê_j read out at "out". FM's
-    Σ<v_i, v_j> becomes a learned weighted read-out of the Hadamard vectors, and ê = e @ W_i is projected."""
+    Σ<v_i, v_j> becomes a learned weighted read-out of the Hadamard vectors, and ê = e @ W_i is projected;
+    both start at FM's (weights 1, W_i = I). FM's first order w_id becomes w·e_i (a factorised weight per id)."""
     return _build(space, "fm", dim, hidden, space.output_layer, range(space.num_pairs), space.output_layer,
                   "product")
 
@@ -65,7 +69,8 @@ def dnn(space: SearchSpace, dim: int, hidden: int | None) -> Architecture:
 def deepfm(space: SearchSpace, dim: int, hidden: int | None) -> Architecture:
     """DeepFM, closest expression: fields into layer 0 (the deep part) and every product pair at "out" (the
     FM second-order part). DeepFM shares each embedding between its FM and DNN parts; one vector has one
-    target here, so FM's first-order linear terms are not read out directly: the MLP carries them."""
+    target here, so FM's first-order linear terms are not read out directly: the MLP carries them. The FM
+    part starts as DeepFM's (identity projections, read-out weights 1), then learns its weights."""
     return _build(space, "deepfm", dim, hidden, 0, range(space.num_pairs), space.output_layer, "product")
 
 

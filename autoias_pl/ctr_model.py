@@ -28,6 +28,7 @@ from autoias_pl.references import Table
 from autoias_pl.space import Architecture
 
 _ELEMENTWISE = {"product": torch.mul, "plus": torch.add, "max": torch.maximum}  # eq. 6, concat below
+PAIR_READOUT_INIT = 1.0  # the initial read-out weight of every entry of a pair vector at "out" (FM's sum)
 
 
 def _linear(fan_in: int, width: int) -> nn.Linear:
@@ -125,12 +126,16 @@ class CTRModel(nn.Module):
     def _buffer(self, name: str, values: list[int]) -> None:
         self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
 
+    @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Fresh init for retraining from scratch: embeddings N(0, 0.01), the rest like nn.Linear."""
+        """Fresh init for retraining from scratch (docs/supernet.md, "Initialisation"): embeddings N(0, 0.01),
+        projections the identity prefix (ê_i = e_i at the start), the read-out weights of the pair vectors at
+        "out" 1 (`PAIR_READOUT_INIT`: a product pair starts as FM's <ê_i, ê_j>), the rest like nn.Linear."""
         for table in self.tables:
             nn.init.normal_(table.weight, 0.0, 0.01)
-        for w in self.projections:
-            nn.init.uniform_(w, -(w.shape[1] ** -0.5), w.shape[1] ** -0.5)
+        for w in self.projections:  # (m, d, K)
+            w.copy_(torch.eye(w.shape[1], w.shape[2]).expand_as(w))
+        self.readout.weight[0, list(self.layout.readout_pair_columns)] = PAIR_READOUT_INIT
         if self.layout.concat_width:
             bound = (2 * self.layout.concat_width) ** -0.5
             for p in (self.concat_a, self.concat_b, self.concat_c):

@@ -132,6 +132,16 @@ class ArchitectureLayout:
         """The hidden layers the model has: first..L-1 (none if no hidden layer receives a vector)."""
         return range(self.first if self.first is not None else self.num_layers, self.num_layers)
 
+    @property
+    def readout_pair_columns(self) -> tuple[int, ...]:
+        """Columns of the read-out's input [o_{L-1}, the vectors at "out"] that hold pair vectors, ascending."""
+        col, out = (self.hidden[self.num_layers - 1] if self.first is not None else 0), []
+        for v in self.inputs[self.num_layers]:
+            if v >= self.num_fields:
+                out += range(col, col + self.widths[v])
+            col += self.widths[v]
+        return tuple(out)
+
     def slices(self, target: int) -> tuple[tuple[int, int, int], ...]:
         """(vector group, start, end) of the chunks `target` reads, in input order."""
         out = []

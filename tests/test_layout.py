@@ -70,6 +70,7 @@ def test_hand_written_architecture() -> None:
                                                  ((0, 0, 1), (3, 0, 1))]
     assert lay.first == 0 and lay.hidden == (3, 5) and list(lay.mlp_layers) == [0, 1]
     assert lay.mlp == ((8 + 4 + 2, 3), (3 + 8 + 4, 5)) and lay.readout_fan_in == 5 + 4 + 2
+    assert lay.readout_pair_columns == (9, 10)  # read-out input [o_1 (5), d (4), axd (2)]
     assert lay.selected_vectors == (0, 2, 3, 4, 6, 7, 8)
     # embeddings 104, projections 8 + 16 + 64, concat 2*2*2 + 2, MLP 14*3+3 + 15*5+5, read-out 11 + 1
     assert lay.num_params(VOCAB4) == hand_arch().num_params(VOCAB4) == 104 + 88 + 10 + 125 + 12
@@ -114,6 +115,7 @@ def test_everything_read_out_has_no_hidden_layer() -> None:
     lay = arch.layout
     assert lay.first is None and lay.mlp == () and lay.inputs[:2] == ((), ())
     assert lay.readout_fan_in == 4 * 8 + 6 * 4 and lay.inputs[2] == tuple(range(10))
+    assert lay.readout_pair_columns == tuple(range(4 * 8, 4 * 8 + 6 * 4))  # after the four fields
 
 
 def test_layout_is_computed_once_and_pure_python() -> None:

@@ -308,8 +308,9 @@ def test_avazu_and_csv_rows_score_like_their_prepared_rows(fmt_name: str, tmp_pa
                                                                hidden_units=(8,), num_layers=2),
                                        torch.Generator().manual_seed(0))
     model = CTRModel(arch, schema.vocab_sizes).eval()
+    g = torch.Generator().manual_seed(0)  # weights of their own (not the global stream's state after the init)
     for p in model.parameters():
-        torch.nn.init.normal_(p, 0.0, 0.3)
+        torch.nn.init.normal_(p, 0.0, 0.3, generator=g)
     bundle = write_bundle(tmp_path / "bundle", model, tmp_path / "data", schema.hash, arch.to_json_dict())
     score(bundle, [test], tmp_path / "p.parquet", format_name=fmt_name)
     rows, probs = read_preds(tmp_path / "p.parquet")

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from autoias_pl import interactions as fx
-from autoias_pl.ctr_model import CTRModel
+from autoias_pl.ctr_model import PAIR_READOUT_INIT, CTRModel
 from autoias_pl.space import COMPONENTS, Architecture, SearchSpace
 from autoias_pl.supernet import Supernet
-from autoias_pl.supernet.elastic import ElasticConcat
+from autoias_pl.supernet.elastic import ElasticConcat, uniform_
 from autoias_pl.supernet.extract import extract_model
 
 VOCAB6 = (5, 7, 3, 9, 4, 6)
@@ -77,9 +77,18 @@ def random_archs(space: SearchSpace, count: int, seed: int = 0) -> list[Architec
 PARITY = {torch.float64: (0.3, 1e-10), torch.float32: (1.0, 1e-6)}  # dtype -> (init_std, atol)
 
 
+def generic(net: Supernet) -> Supernet:
+    """`net` with random projections and read-out pair rows: the structured init (identity projections, pair
+    read-out weights 1) would hide a transposed projection or swapped read-out columns from a parity check."""
+    with torch.no_grad():
+        uniform_(net.projection.weight, net.projection.weight.shape[1])
+        uniform_(net.readout.vec_weight, net.readout.vec_weight.shape[1] * 4)
+    return net
+
+
 def parity_net(space: SearchSpace, dtype: torch.dtype, **kw: object) -> Supernet:
     torch.manual_seed(0)
-    return Supernet(space, VOCAB6, init_std=PARITY[dtype][0], **kw).to(dtype)
+    return generic(Supernet(space, VOCAB6, init_std=PARITY[dtype][0], **kw)).to(dtype)
 
 
 def parity_error(model: CTRModel, net: Supernet, x: torch.Tensor, arch: Architecture) -> float:
@@ -258,7 +267,7 @@ def reference(net: Supernet, x: torch.Tensor, arch: Architecture) -> torch.Tenso
 @pytest.mark.parametrize("function_blocks", [False, True], ids=["pair_blocks", "function_blocks"])
 def test_vectorized_forward_matches_loop_reference(spec: dict, function_blocks: bool) -> None:
     space, vocab = SearchSpace(fields(4), **spec), (3, 5, 4, 6)
-    net = Supernet(space, vocab, init_std=0.5, function_blocks=function_blocks).double()
+    net = generic(Supernet(space, vocab, init_std=0.5, function_blocks=function_blocks)).double()
     x = ids(vocab, 8)
     for arch in [Architecture.teacher(space)] + random_archs(space, 15, seed=1):
         torch.testing.assert_close(net(x, arch), reference(net, x, arch), rtol=0, atol=1e-12)
@@ -426,3 +435,18 @@ def test_export_matches_supernet_on_bilinear_readouts(space: SearchSpace) -> Non
         model = extract_model(net, arch)
         assert model.bilinear, arch.summary()
         torch.testing.assert_close(model(x), net(x, arch), rtol=0, atol=PARITY[torch.float64][1])
+
+
+@pytest.mark.parametrize("function_blocks", [False, True], ids=["pair_blocks", "function_blocks"])
+def test_supernet_starts_every_architecture_as_its_fresh_model(space: SearchSpace, function_blocks: bool) -> None:
+    """The supernet's init gives each architecture the structured part of `CTRModel.reset_parameters`:
+    identity projection prefixes and read-out weight 1 on the pair columns (other entries are random)."""
+    net = Supernet(space, VOCAB6, function_blocks=function_blocks)
+    for arch in edge_archs(space) + random_archs(space, 10, seed=7):
+        got, fresh = extract_model(net, arch), CTRModel(arch, VOCAB6)
+        cols = list(arch.layout.readout_pair_columns)
+        assert (got.readout.weight[0, cols] == PAIR_READOUT_INIT).all()
+        assert (fresh.readout.weight[0, cols] == PAIR_READOUT_INIT).all()
+        for a, b in zip(got.projections, fresh.projections, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert any(arch.layout.readout_pair_columns for arch in edge_archs(space))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from autoias_pl.ctr_model import PAIR_READOUT_INIT
 from autoias_pl.interactions import ELEMENTWISE
 from autoias_pl.space import Architecture, SearchSpace
 from autoias_pl.supernet.elastic import (
@@ -115,6 +116,9 @@ class Supernet(nn.Module):
                 layer.vec_weight = layers[0].vec_weight
         self.layers = nn.ModuleList(layers)
         self.readout = ElasticLayer(self.num_block_rows, d, h, 1, teacher_in, h)
+        with torch.no_grad():  # every architecture starts as its standalone model does (CTRModel.reset_parameters)
+            self.projection.weight.copy_(torch.eye(de, k).expand_as(self.projection.weight))  # W_i[:d, :k] = I
+            self.readout.vec_weight[n:] = PAIR_READOUT_INIT  # the pair rows (of every function)
         self.register_buffer("emb_dims", torch.tensor(space.emb_dims), persistent=False)  # also: the plans' device
         self._plans: OrderedDict[tuple[Architecture, torch.device], _Plan] = OrderedDict()
 
