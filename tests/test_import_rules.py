@@ -20,7 +20,7 @@ DATA = ("autoias_pl.data",)
 CORE = ("autoias_pl.space", "autoias_pl.layout", "autoias_pl.interactions", "autoias_pl.ctr_model",
         "autoias_pl.baselines", "autoias_pl.supernet", "autoias_pl.references", "autoias_pl.calibration")
 SEARCH_LOGIC = ("autoias_pl.search.generator", "autoias_pl.search.reward", "autoias_pl.search.refine",
-                "autoias_pl.search.config", "autoias_pl.search.proposer")
+                "autoias_pl.search.config", "autoias_pl.search.proposer", "autoias_pl.search.record")
 # Commands: the three entry points and the experiment drivers (demo, compare, ablations), which nothing imports.
 CLIS = ("autoias_pl.cli", "autoias_pl.data.cli", "autoias_pl.serve.cli", "autoias_pl.experiments")
 SERVE = ("autoias_pl.serve",)

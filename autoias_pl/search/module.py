@@ -61,7 +61,8 @@ from autoias_pl.search.config import (
 )
 from autoias_pl.search.generator import ArchitectureGenerator, GeneratorSample
 from autoias_pl.search.proposer import Proposer, make_proposer
-from autoias_pl.search.refine import prune_vectors, refine_pairs
+from autoias_pl.search.record import SearchRecord
+from autoias_pl.search.refine import post_process
 from autoias_pl.search.reward import (
     RewardShaper,
     budget_excess,
@@ -134,11 +135,8 @@ class AutoIASSearch(LightningModule):
         self.teacher = Architecture.teacher(self.space)
         self.warmup_batches = 0  # schedule.warmup_epochs in batches, set at train start (`on_train_start`)
         self.val_metrics = ctr_metrics("val/")
-        self.best_score = -math.inf  # best val/score (val/auc - cost term)
-        self.best_architecture: Architecture | None = None
+        self.record = SearchRecord()  # the best validated and the best scored architecture (checkpointed)
         self._val_arch: Architecture | None = None
-        self.best_scored: tuple[float, Architecture] | None = None  # best reward objective of a scored arch
-        self.archs_scored = 0
         self._reward_set: CTRBatch | None = None
         self._best_path: Path | None = None
         self._decisions = {c: self.space.num_decisions(c) for c in COMPONENTS}
@@ -284,7 +282,7 @@ class AutoIASSearch(LightningModule):
         if torch.isnan(auc).any():  # a single class in the reward rows: no reward, no update
             return
         rewards = self.objective(archs, auc)  # (M,)
-        self._track_best(archs, rewards)
+        self.record.scored(archs, rewards)
         logs = {"search/auc": auc.mean(), "search/best_scored": self.best_scored[0],
                 "search/archs_scored": float(self.archs_scored)}
         if proposal.sample is not None:
@@ -298,13 +296,6 @@ class AutoIASSearch(LightningModule):
             raise ValueError("reward.rows=0 takes each step's reward batch from the reward stream: use "
                              "CTRDataModule(reward_stream=True) (a dict batch with 'train' and 'reward')")
         return CTRBatch(rows.features.to(self.device), rows.labels.to(self.device))  # no-op when already there
-
-    def _track_best(self, archs: list[Architecture], rewards: Tensor) -> None:
-        """Counts the scored architectures and keeps the best-scoring one seen (`best_scored`)."""
-        self.archs_scored += len(archs)
-        top = int(rewards.argmax())
-        if self.best_scored is None or float(rewards[top]) > self.best_scored[0]:
-            self.best_scored = (float(rewards[top]), archs[top])
 
     def _reinforce(self, sample: GeneratorSample, rewards: Tensor, opt: Any, step: int) -> dict[str, Any]:
         """Advantages (baseline, optional scaling) -> -mean(log P(a) A) - entropy bonus, one generator step;
@@ -368,14 +359,9 @@ class AutoIASSearch(LightningModule):
         r = self.reward
         if self._reward_set is None or self.trainer.sanity_checking or not (r.refine_sweeps or r.prune_tolerance):
             return arch
-        if r.refine_sweeps:
-            arch = refine_pairs(arch, self.score_on_reward_set, r.refine_sweeps, seed=self.seed + int(self.batch_count))
-            self.log_dict({"search/refine_gain": arch.provenance["refined_to"] - arch.provenance["refined_from"],
-                           "search/refine_changes": float(arch.provenance["changes"])})
-        if r.prune_tolerance:
-            arch = prune_vectors(arch, self.score_on_reward_set, r.prune_tolerance)
-            self.log_dict({"search/prune_loss": arch.provenance["pruned_from"] - arch.provenance["pruned_to"],
-                           "search/pruned": float(arch.provenance["pruned"])})
+        arch, logs = post_process(arch, self.score_on_reward_set, r.refine_sweeps, r.prune_tolerance,
+                                  seed=self.seed + int(self.batch_count))
+        self.log_dict(logs)
         return arch
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -396,11 +382,9 @@ class AutoIASSearch(LightningModule):
                        "val/params": params, "val/score": score}, sync_dist=True, prog_bar=True)
         if self.trainer.sanity_checking:
             return
-        if score > self.best_score:
-            self.best_score = score
-            self.best_architecture = Architecture(self.space, arch.choices, {
-                "epoch": self.current_epoch, "val_auc": scores["val/auc"], "val_logloss": scores["val/logloss"],
-                "val_score": score, "step": self.global_step, "batch": int(self.batch_count)})
+        self.record.validated(arch, score, {
+            "epoch": self.current_epoch, "val_auc": scores["val/auc"], "val_logloss": scores["val/logloss"],
+            "val_score": score, "step": self.global_step, "batch": int(self.batch_count)})
 
     def configure_callbacks(self) -> list[Callback]:
         """The best-architecture file and the TensorBoard views (search/callbacks.py)."""
@@ -422,23 +406,32 @@ class AutoIASSearch(LightningModule):
         if isinstance(self.logger, TensorBoardLogger):
             self.logger.log_hyperparams(self.hparams, {"val/auc": prov["val_auc"], "val/score": self.best_score})
 
-    # ----- checkpoint: best so far (buffers and optimizers are saved by Lightning) -----
+    # ----- what the search has found (search/record.py; buffers and optimizers are saved by Lightning) -----
+    @property
+    def best_score(self) -> float:
+        """The best val/score so far (-inf before the first validation after the warm-up)."""
+        return self.record.best_score
+
+    @property
+    def best_architecture(self) -> Architecture | None:
+        """The architecture of `best_score`, its provenance saying when (epoch, batch, val/auc)."""
+        return self.record.best_architecture
+
+    @property
+    def best_scored(self) -> tuple[float, Architecture] | None:
+        """(objective, architecture) of the best architecture scored on the reward rows so far."""
+        return self.record.best_scored
+
+    @property
+    def archs_scored(self) -> int:
+        """Architectures scored on the reward rows so far."""
+        return self.record.archs_scored
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        best = self.best_architecture
-        scored = self.best_scored
-        checkpoint["autoias_search"] = {"best_score": self.best_score,
-                                        "best_architecture": None if best is None else best.to_json_dict(),
-                                        "best_scored": None if scored is None else [scored[0], scored[1].to_json_dict()],
-                                        "archs_scored": self.archs_scored}
+        checkpoint["autoias_search"] = self.record.state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("autoias_search", {})
-        self.best_score = state.get("best_score", -math.inf)
-        best = state.get("best_architecture")
-        self.best_architecture = None if best is None else Architecture.from_json_dict(best, "checkpoint")
-        scored = state.get("best_scored")
-        self.best_scored = None if scored is None else (scored[0], Architecture.from_json_dict(scored[1], "checkpoint"))
-        self.archs_scored = state.get("archs_scored", 0)
+        self.record = SearchRecord.from_state(checkpoint.get("autoias_search", {}))
 
 
 def _unpack(batch: Any) -> tuple[CTRBatch, CTRBatch | None]:

@@ -124,3 +124,20 @@ def refine_pairs(arch: Architecture, score: Scorer, sweeps: int = 1, min_gain: f
             if float(values[top]) > best + min_gain:
                 arch, best, changes = tries[top], float(values[top]), changes + 1
     return Architecture(space, arch.choices, {"refined_from": start, "refined_to": best, "changes": changes})
+
+
+def post_process(arch: Architecture, score: Scorer, sweeps: int, tolerance: float, seed: int = 0
+                 ) -> tuple[Architecture, dict[str, float]]:
+    """What a validation scores of a candidate: `arch` refined over its pairs (`sweeps` of `refine_pairs`,
+    seeded by `seed`), then pruned (`prune_vectors` with `tolerance`), each skipped at 0; with what to log
+    (search/refine_gain, search/refine_changes, search/prune_loss, search/pruned)."""
+    logs: dict[str, float] = {}
+    if sweeps:
+        arch = refine_pairs(arch, score, sweeps, seed=seed)
+        p = arch.provenance
+        logs |= {"search/refine_gain": p["refined_to"] - p["refined_from"], "search/refine_changes": float(p["changes"])}
+    if tolerance:
+        arch = prune_vectors(arch, score, tolerance)
+        p = arch.provenance
+        logs |= {"search/prune_loss": p["pruned_from"] - p["pruned_to"], "search/pruned": float(p["pruned"])}
+    return arch, logs
