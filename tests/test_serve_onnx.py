@@ -84,6 +84,11 @@ def build(kind: str, schema: Schema) -> tuple[nn.Module, dict]:
                                         num_layers=2)
         arch = searched(schema) if kind == "searched" else baseline(kind, space, dim=4, hidden=16)
         model, arch_json = CTRModel(arch, vocab), arch.to_json_dict(vocab_sizes=vocab)
+        with torch.no_grad():  # random, not the structured init (identity projections, pair read-out 1)
+            for w in model.projections:  # (m, d, K)
+                w.uniform_(-(w.shape[1] ** -0.5), w.shape[1] ** -0.5)
+            fan_in = model.readout.weight.shape[1]
+            model.readout.weight.uniform_(-(fan_in ** -0.5), fan_in ** -0.5)
     with torch.no_grad():
         tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
         for p in model.parameters():  # the default init gives near-constant logits
