@@ -372,7 +372,8 @@ class AutoIASRetrain(LightningModule):
 
 def fit_summary(trainer: Any) -> dict[str, Any]:
     """How a fit ended: epochs trained, the monitor and best epoch (0-based, from early stopping's count of
-    validations without improvement; None without early stopping) and `hit_max_epochs`: stopped by the
+    validations without improvement; None without early stopping), the checkpoint monitor's best value
+    (`best_score`: what best.ckpt scored, e.g. its val AUC) and `hit_max_epochs`: stopped by the
     max_epochs cap while the monitor had improved within early stopping's patience (not by early stopping)."""
     stopper, epochs = trainer.early_stopping_callback, int(trainer.current_epoch)
     stopped = stopper is not None and stopper.stopped_epoch > 0
@@ -380,8 +381,10 @@ def fit_summary(trainer: Any) -> dict[str, Any]:
     best = epochs - 1 - stopper.wait_count if stopper is not None else None
     checkpoint = trainer.checkpoint_callback
     monitor = stopper.monitor if stopper is not None else getattr(checkpoint, "monitor", None)
+    score = getattr(checkpoint, "best_model_score", None)  # the checkpoint monitor's best value (best.ckpt's)
     return {"epochs": epochs, "max_epochs": trainer.max_epochs, "monitor": monitor, "best_epoch": best,
-            "checkpoint_monitor": getattr(checkpoint, "monitor", None), "hit_max_epochs": bool(hit)}
+            "checkpoint_monitor": getattr(checkpoint, "monitor", None),
+            "best_score": None if score is None else float(score), "hit_max_epochs": bool(hit)}
 
 
 def init_from_search(model: CTRModel, path: str, arch: Architecture) -> None:

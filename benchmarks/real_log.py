@@ -4,9 +4,10 @@
 
 1. search: `autoias fit -c configs/data/synthetic.yaml -c <--config> -c configs/trainer/cpu.yaml` on --data
    into `<out>/search` (skipped when that folder already holds a finished search: rerunning resumes there);
-2. finalize (`--k` > 0): `python -m autoias_pl.search.finalize` trains the search's pick (with `--widen`
-   also it at the widest widths) and the generator's most likely models briefly from scratch and keeps the
-   best on val AUC (`<out>/search/final_architecture.json`);
+2. finalize (`--k` > 0): `python -m autoias_pl.search.finalize --widen --recipe configs/retrain.yaml
+   configs/trainer/cpu.yaml` retrains the search's pick and the generator's most likely models, each also at
+   its widest widths, from scratch by the retraining recipe and keeps the best on val AUC
+   (`<out>/search/final_architecture.json`; `--finalize-epochs N`: N epochs each instead, `--no-widen`);
 3. compare: `python -m autoias_pl.experiments.compare` retrains the searched architecture(s) (`autoias` = the finalized
    one, `autoias-pick` = the search's own pick when finalize chose another) and the baselines (in-space
    deepfm, fm, dnn, lr and the published ref:deepfm, ref:dcnv2) over --seeds seeds with the same recipe;
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from autoias_pl.io import atomic_write_text  # noqa: E402
 
 BASELINES = ["deepfm", "fm", "dnn", "lr", "ref:deepfm", "ref:dcnv2"]
+RECIPE = ["configs/retrain.yaml", "configs/trainer/cpu.yaml"]  # finalize's candidates retrain as compare's models do
 SEARCHED = ("autoias", "autoias-pick")
 GOAL_AUC = 0.002
 
@@ -64,9 +66,9 @@ def search(args: argparse.Namespace) -> tuple[Path, float | None]:
 
 
 def finalize(args: argparse.Namespace, folder: Path) -> tuple[Path, float]:
+    how = ["--epochs", str(args.finalize_epochs)] if args.finalize_epochs else ["--recipe", *RECIPE]
     cmd = [sys.executable, "-m", "autoias_pl.search.finalize", "--search", str(folder), "--data", str(args.data),
-           "--k", str(args.k), "--epochs", str(args.finalize_epochs), "--seed", str(args.seed),
-           *(["--widen"] if args.widen else [])]
+           "--k", str(args.k), *how, "--seed", str(args.seed), *(["--widen"] if args.widen else [])]
     seconds = run(cmd, args.threads, args.out / "finalize.log")
     return folder / "final_architecture.json", seconds
 
@@ -104,9 +106,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--config", type=Path, default=Path("configs/search/cpu_real.yaml"))
     p.add_argument("--search-arg", action="append", default=[], help="an extra override of the search (repeatable)")
-    p.add_argument("--k", type=int, default=4, help="top-k finalize candidates (0: retrain the search's pick)")
-    p.add_argument("--finalize-epochs", type=int, default=2)
-    p.add_argument("--widen", action="store_true", help="finalize also tries the search's pick at the widest widths")
+    p.add_argument("--k", type=int, default=3, help="top-k finalize candidates (0: retrain the search's pick)")
+    p.add_argument("--finalize-epochs", type=int, default=0,
+                   help="train finalize's candidates this many epochs (0, default: each by the retraining recipe "
+                        "to its own stop, as compare retrains)")
+    p.add_argument("--no-widen", dest="widen", action="store_false",
+                   help="finalize without each candidate's widest twin (default: with)")
+    p.add_argument("--widen", dest="widen", action="store_true", default=True, help=argparse.SUPPRESS)  # the default
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--max-epochs", type=int, default=None, help="compare's retraining epochs (default: its recipe)")
     p.add_argument("--batch-size", type=int, default=512)

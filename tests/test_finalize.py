@@ -16,6 +16,8 @@ from autoias_pl.search.finalize import FINAL_ARCH_FILE, candidates, finalize, ge
 from autoias_pl.search.generator import ArchitectureGenerator
 from autoias_pl.space import Architecture, SearchSpace
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -97,17 +99,51 @@ def test_finalize_trains_k_for_the_budget_and_picks_the_best_val_auc(synth_schem
     assert json.loads((run / "final_architecture.report.json").read_text())["chosen"] == report["chosen"]
 
 
-def test_widen_adds_the_pick_at_the_widest_widths(synth_schema: Schema) -> None:
+def test_widen_follows_every_candidate_by_it_at_the_widest_widths(synth_schema: Schema) -> None:
     space = small_space(synth_schema)
     gen = peaked(space)
     pick = gen.greedy()
     n, p = space.num_fields, space.num_pairs
     narrow = Architecture(space, ((0,) * n, (0,) * p) + pick.choices[2:-1] + ((0,),))  # widths 4, 8 units
+    plain = candidates(gen, 3, narrow, seed=0, samples=50)
     out = candidates(gen, 3, narrow, seed=0, samples=50, widen=True)
     assert out[0] == narrow and out[1].hidden == (16,)
     assert set(out[1].emb_dims) == {8} and set(out[1].proj_dims) == {8}
     assert out[1].choices[2:-1] == narrow.choices[2:-1]  # functions, selection, insertion kept
-    assert len({a.layout for a in out}) == 3
+    assert len({a.layout for a in out}) == len(out) <= 6
+    structures = [a.choices[2:-1] for a in out]  # each of the 3 plain candidates is there, then its widest twin
+    assert [a.layout for a in out if not a.provenance.get("widened")] == [a.layout for a in plain]
+    for a in out:
+        if a.provenance.get("widened"):
+            assert a.choices[2:-1] in [b.choices[2:-1] for b in plain] and a.hidden == (16,)
+    assert structures.count(narrow.choices[2:-1]) >= 2  # (the greedy model may share it at other widths)
+
+
+def test_finalize_by_the_retraining_recipe_chooses_on_best_ckpt_val_auc(synth_schema: Schema, synth_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    """--recipe: every candidate is retrained as `autoias fit -c configs/retrain.yaml` retrains (a subprocess),
+    scored by its best.ckpt's val AUC; the choice, the report and the candidates' run folders agree."""
+    space = small_space(synth_schema)
+    gen = peaked(space)
+    run = write_run(tmp_path / "run", synth_schema, gen, None)
+    recipe = [CONFIGS / "retrain.yaml", CONFIGS / "trainer" / "cpu.yaml"]
+    report = finalize(run, synth_dir, k=2, samples=64, recipe=recipe,
+                      recipe_overrides=["--trainer.max_epochs=2", "--model.init_args.optimizer.init_args.lr=0.01"])
+    cands = report["candidates"]
+    assert len(cands) == 2 and report["recipe"] == [str(c) for c in recipe] and "epochs" not in report
+    runs = run / "final_architecture.runs"
+    for i, c in enumerate(cands):
+        summary = json.loads((runs / f"candidate{i}" / "fit_summary.json").read_text())
+        assert c["best_val_auc"] == summary["best_score"] and c["epochs"] == summary["epochs"] == 2
+        trained = Architecture.load(runs / f"candidate{i}.json", schema_hash=synth_schema.hash)
+        assert trained.layout == candidates(gen, 2, None, seed=0, samples=64)[i].layout
+    aucs = [c["best_val_auc"] for c in cands]
+    assert report["chosen"] == aucs.index(max(aucs)) and report["budget_epochs"] == 4
+    final = Architecture.load(run / FINAL_ARCH_FILE, schema_hash=synth_schema.hash)
+    assert final.layout == Architecture.load(runs / f"candidate{report['chosen']}.json").layout
+    assert final.provenance["finalize"]["recipe"] == report["recipe"]
+    with pytest.raises(ValueError, match="finetune"):
+        finalize(run, synth_dir, k=1, recipe=recipe, finetune=True)
 
 
 def test_reads_the_generator_of_a_real_search_checkpoint(search_run: Path) -> None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from autoias_pl.auc import auc
 from autoias_pl.data.batch import CTRBatch
 from autoias_pl.data.schema import Schema
 from autoias_pl.data.stream import read_rows
@@ -246,6 +247,7 @@ def test_fit_summary_calibrator_and_test_report_through_the_cli(synth_dir: Path,
     summary = json.loads((tmp_path / "r" / "fit_summary.json").read_text())
     best = tmp_path / "r" / "checkpoints" / "best.ckpt"
     epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"]
+    best_score = summary.pop("best_score")
     assert summary == {"epochs": 2, "max_epochs": 2, "monitor": "val/auc", "best_epoch": epoch,
                        "checkpoint_monitor": "val/auc", "hit_max_epochs": True}
     restored = AutoIASRetrain.load_from_checkpoint(best, map_location="cpu").eval()
@@ -254,7 +256,10 @@ def test_fit_summary_calibrator_and_test_report_through_the_cli(synth_dir: Path,
     schema = Schema.load(synth_dir)
     val = read_rows(synth_dir, "val", schema.rows["val"])
     with torch.no_grad():
-        refit = type(cal)("platt").fit(restored.model(val.features), val.labels)
+        logits = restored.model(val.features)
+        refit = type(cal)("platt").fit(logits, val.labels)
+    # fit_summary's best_score is best.ckpt's val AUC (what finalize --recipe chooses on)
+    assert best_score == pytest.approx(auc(logits.double().numpy(), val.labels.numpy()), abs=1e-6)
     assert float(cal.slope) == pytest.approx(float(refit.slope), abs=1e-5)
     assert float(cal.bias) == pytest.approx(float(refit.bias), abs=1e-5)
     run(["test", *configs, *common, f"--ckpt_path={best}"])

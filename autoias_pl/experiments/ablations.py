@@ -85,7 +85,9 @@ BASE: dict[str, Any] = {
     "model": {k: v for k, v in flat_from_nested(_CPU["model"]["init_args"]).items() if k != "warmup_epochs"},
     "supernet_lr": _CPU["model"]["init_args"]["supernet_optimizer"]["init_args"]["lr"],  # the recipe's (reported)
     "batch_size": int(_CPU["data"]["batch_size"]),
-    "warmup_fraction": 0.2,  # uniform students, no generator step, for the first 20% of the batches
+    # the recipe's own warm-up as a share of its run (cpu.yaml: 8 of 11 epochs of uniform students, no generator
+    # step); a plan of another length keeps that share
+    "warmup_fraction": _CPU["model"]["init_args"]["schedule"]["warmup_epochs"] / _CPU["trainer"]["max_epochs"],
     "checks": 8,  # validation points per run
     "eval_rows": 4096,  # fixed validation rows of the student loss
     "eval_archs": 8,  # fixed uniform architectures of the student loss

@@ -1,31 +1,42 @@
-"""Top-k final selection: the search proposes k architectures, brief training from scratch picks one.
+"""Top-k final selection: the search proposes k architectures, training from scratch picks one.
 
-    python -m autoias_pl.search.finalize --search RUN_DIR --data DIR [--k 4] [--epochs 2] [--out FILE]
+    python -m autoias_pl.search.finalize --search RUN_DIR --data DIR [--k 4] [--widen]
+        [--epochs 2 | --recipe configs/retrain.yaml configs/trainer/cpu.yaml] [--out FILE]
 
 The supernet ranks architectures with inherited weights, and that ranking is noisy among close candidates
 (benchmarks/supernet_ranking.py measures it). So instead of trusting the search's one pick, `finalize`
 takes the candidates
 
-1. the search's `best_architecture.json` (its validated, pruned pick), when the run folder has one, and with
-   `--widen` the same at the widest embedding, projection and MLP widths (weight sharing ranked wide pair
-   projections too low on MovieLens: benchmarks/supernet_ranking.py);
+1. the search's `best_architecture.json` (its validated, pruned pick), when the run folder has one;
 2. the generator's most likely distinct models (`ArchitectureGenerator.top_k`: greedy + sample-and-dedupe
    by log P(a)) from the run's checkpoint,
 
-keeps the first k distinct standalone models, trains each from scratch with the retraining module
-(`AutoIASRetrain`, Adam at `--lr`, the same seed, data order and `--epochs` for all; `--finetune` starts each
-from the supernet's weights instead), and chooses the one with the best val AUC (its best epoch). The budget
-is stated and respected: k x epochs passes over the training split (`budget_epochs` in the report), no early
-exit. Written atomically: the chosen architecture JSON (`--out`, default `<run>/final_architecture.json`,
-retrainable like any searched one) and `<out stem>.report.json` (every candidate's val AUC per epoch,
-log-prob, parameters and seconds).
+keeps the first k distinct standalone models (with `--widen` each followed by the same structure at the
+widest embedding, projection and MLP widths: the supernet's width ranking carries no signal on MovieLens,
+Kendall tau -0.2 to -0.4, and under-rates wide projections; docs/search.md), trains each from scratch and
+chooses the one with the best val AUC. How each is trained:
+
+- `--epochs N` (default 2): the retraining module (`AutoIASRetrain`, Adam at `--lr`, the same seed, data
+  order and N epochs for all; `--finetune` starts each from the supernet's weights); the budget is k x N
+  passes over the training split, no early exit. Cheap, and on MovieLens too short to separate candidates.
+- `--recipe CONFIG ...`: as `autoias fit -c CONFIG ...` retrains (configs/retrain.yaml: early stopping and
+  best.ckpt on val AUC, lr cut on plateau), each to its own stop, in a subprocess; the candidate's score is
+  its best.ckpt's val AUC (`fit_summary.json`), its runs kept in `<out stem>.runs/`. A retraining per
+  candidate: the choice is the one the user's retraining will see.
+
+Written atomically: the chosen architecture JSON (`--out`, default `<run>/final_architecture.json`,
+retrainable like any searched one) and `<out stem>.report.json` (every candidate's val AUC, epochs,
+log-prob, parameters and seconds; `budget_epochs`: the epochs trained in all).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -37,7 +48,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 from autoias_pl.data.datamodule import CTRDataModule
 from autoias_pl.data.schema import Schema
 from autoias_pl.io import atomic_write_text
-from autoias_pl.retrain import AutoIASRetrain
+from autoias_pl.retrain import FIT_SUMMARY_FILE, AutoIASRetrain
 from autoias_pl.search.config import GeneratorConfig
 from autoias_pl.search.generator import ArchitectureGenerator
 from autoias_pl.search.module import BEST_ARCH_FILE
@@ -84,14 +95,21 @@ def widest(arch: Architecture) -> Architecture:
 
 def candidates(gen: ArchitectureGenerator, k: int, best: Architecture | None, seed: int = 0,
                samples: int = 256, widen: bool = False) -> list[Architecture]:
-    """The search's pick (if any; with `widen` also the pick at the widest widths) then the generator's top
-    models: k distinct standalone models at most."""
-    picks = [] if best is None else [best, widest(best)] if widen else [best]
-    proposed = picks + gen.top_k(k, torch.Generator().manual_seed(seed), samples)
+    """The search's pick (if any) then the generator's top models: k distinct standalone models at most; with
+    `widen` each followed by itself at the widest widths (when that is another model): 2k at most."""
+    proposed = ([] if best is None else [best]) + gen.top_k(k, torch.Generator().manual_seed(seed), samples)
     models: dict[Any, Architecture] = {}
     for a in proposed:
         models.setdefault(a.layout, a)
-    return list(models.values())[:k]
+    chosen = list(models.values())[:k]
+    if not widen:
+        return chosen
+    out: dict[Any, Architecture] = {}
+    for a in chosen:
+        out.setdefault(a.layout, a)
+        wide = widest(a)
+        out.setdefault(wide.layout, wide)
+    return list(out.values())
 
 
 class _ValAUC(Callback):
@@ -110,9 +128,10 @@ class Trained:
     """One candidate after its brief training."""
 
     architecture: Architecture
-    source: str  # "search" (best_architecture.json), "widened" (it at the widest widths) or "generator"
-    val_auc: list[float] = field(default_factory=list)  # per epoch
+    source: str  # "search" (best_architecture.json), "widened" (a candidate at the widest widths) or "generator"
+    val_auc: list[float] = field(default_factory=list)  # per epoch (with a recipe: best.ckpt's alone)
     seconds: float = 0.0
+    epochs: int = 0  # trained
 
     @property
     def best_val_auc(self) -> float:
@@ -138,36 +157,72 @@ def train_briefly(arch: Architecture, data: Path, epochs: int, seed: int, lr: fl
     return curve.values, time.perf_counter() - start
 
 
+def train_by_recipe(arch: Architecture, data: Path, recipe: Sequence[Path], seed: int, batch_size: int,
+                    folder: Path, name: str, overrides: Sequence[str] = ()) -> tuple[float, int, float]:
+    """Train `arch` from scratch exactly as `autoias fit -c RECIPE ...` retrains a searched architecture (its
+    optimizer, lr schedule, early stopping and best.ckpt on val AUC), in a subprocess (the CLI is a command
+    that no module imports), into `folder/name`: (best.ckpt's val AUC, epochs trained, seconds)."""
+    schema = Schema.load(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    arch_file = folder / f"{name}.json"
+    atomic_write_text(arch_file, json.dumps(arch.to_json_dict(schema.vocab_sizes), indent=1) + "\n")
+    cmd = [sys.executable, "-m", "autoias_pl.cli", "fit", *(f"--config={c}" for c in recipe),
+           f"--model.init_args.architecture={arch_file}", f"--data.data_dir={data}", f"--data.batch_size={batch_size}",
+           f"--data.seed={seed}", f"--seed_everything={seed}", f"--trainer.logger.init_args.save_dir={folder}",
+           "--trainer.logger.init_args.name=", f"--trainer.logger.init_args.version={name}",
+           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", *overrides]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"finalize: training candidate {name} failed (exit {done.returncode}): {last}")
+    summary = json.loads((folder / name / FIT_SUMMARY_FILE).read_text())
+    if summary.get("checkpoint_monitor") != "val/auc" or summary.get("best_score") is None:
+        raise ValueError(f"{' '.join(map(str, recipe))}: finalize chooses on val/auc; the recipe's checkpoint "
+                         f"monitors {summary.get('checkpoint_monitor')!r}")
+    return float(summary["best_score"]), int(summary["epochs"]), seconds
+
+
 def finalize(search: Path, data: Path, k: int = 4, epochs: int = 2, seed: int = 0, lr: float = 1e-3,
              batch_size: int = 512, finetune: bool = False, out: Path | None = None,
-             samples: int = 256, widen: bool = False) -> dict[str, Any]:
+             samples: int = 256, widen: bool = False, recipe: Sequence[Path] = (),
+             recipe_overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Choose among the top-k candidates of the search run `search` on val AUC (see the module docstring);
-    writes the chosen architecture and the report, returns the report."""
+    writes the chosen architecture and the report, returns the report. With `recipe` (config files) each
+    candidate is trained by that retraining recipe to its own stop (`epochs`, `lr`, `finetune` unused)."""
     if k < 1 or epochs < 1:
         raise ValueError(f"need k >= 1 and epochs >= 1, got k={k}, epochs={epochs}")
+    if recipe and finetune:
+        raise ValueError("finalize: --finetune trains briefly from the supernet; it does not go with --recipe")
     ckpt, best_path = run_files(search)
     schema = Schema.load(data)
     gen = generator_from_checkpoint(ckpt)
     best = None if best_path is None else Architecture.load(best_path, schema_hash=schema.hash)
+    out = out or (ckpt.parent.parent / FINAL_ARCH_FILE if search.is_file() else search / FINAL_ARCH_FILE)
     trained = []
-    for arch in candidates(gen, k, best, seed, samples, widen):
+    for i, arch in enumerate(candidates(gen, k, best, seed, samples, widen)):
         source = "widened" if arch.provenance.get("widened") else "generator"
         t = Trained(arch, "search" if best is not None and arch.layout == best.layout else source)
-        t.val_auc, t.seconds = train_briefly(arch, data, epochs, seed, lr, batch_size, ckpt if finetune else None)
+        if recipe:
+            score, t.epochs, t.seconds = train_by_recipe(arch, data, recipe, seed, batch_size,
+                                                         out.parent / f"{out.stem}.runs", f"candidate{i}", recipe_overrides)
+            t.val_auc = [score]
+        else:
+            t.val_auc, t.seconds = train_briefly(arch, data, epochs, seed, lr, batch_size, ckpt if finetune else None)
+            t.epochs = len(t.val_auc)
         trained.append(t)
     chosen = max(range(len(trained)), key=lambda i: trained[i].best_val_auc)
     win = trained[chosen]
-    out = out or (ckpt.parent.parent / FINAL_ARCH_FILE if search.is_file() else search / FINAL_ARCH_FILE)
+    how = {"recipe": [str(c) for c in recipe]} if recipe else {"epochs": epochs, "finetune": finetune}
     final = Architecture(win.architecture.space, win.architecture.choices,
-                         {"finalize": {"val_auc": win.best_val_auc, "source": win.source, "k": len(trained),
-                                       "epochs": epochs, "finetune": finetune}})
+                         {"finalize": {"val_auc": win.best_val_auc, "source": win.source, "k": len(trained), **how}})
     atomic_write_text(out, json.dumps(final.to_json_dict(schema.vocab_sizes), indent=1) + "\n")
-    report = {"search": str(search), "checkpoint": str(ckpt), "k": k, "epochs": epochs, "finetune": finetune,
-              "widen": widen,
-              "budget_epochs": len(trained) * epochs, "chosen": chosen, "out": str(out),
+    report = {"search": str(search), "checkpoint": str(ckpt), "k": k, **how, "widen": widen,
+              "budget_epochs": sum(t.epochs for t in trained), "chosen": chosen, "out": str(out),
               "seconds": round(sum(t.seconds for t in trained), 1),
               "candidates": [{"source": t.source, "log_prob": t.architecture.provenance.get("log_prob"),
-                              "val_auc": t.val_auc, "best_val_auc": t.best_val_auc,
+                              "val_auc": t.val_auc, "best_val_auc": t.best_val_auc, "epochs": t.epochs,
                               "params": t.architecture.num_params(schema.vocab_sizes),
                               "hidden": list(t.architecture.hidden), "seconds": round(t.seconds, 1),
                               **t.architecture.summary()} for t in trained]}
@@ -187,14 +242,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples", type=int, default=256, help="generator draws the top k are taken from")
     p.add_argument("--finetune", action="store_true", help="start each candidate from the supernet's weights")
     p.add_argument("--widen", action="store_true",
-                   help="also the search's pick with every width (embedding, projection, MLP) at the widest")
+                   help="also every candidate with every width (embedding, projection, MLP) at the widest")
+    p.add_argument("--recipe", type=Path, nargs="+", default=[], metavar="CONFIG",
+                   help="train each candidate to its own stop by this retraining recipe (config files in order, "
+                        "e.g. configs/retrain.yaml configs/trainer/cpu.yaml) instead of --epochs")
+    p.add_argument("--recipe-override", action="append", default=[], metavar="--KEY=VALUE",
+                   help="an `autoias fit` override for every candidate's training (repeatable)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--out", type=Path, default=None, help=f"default <run>/{FINAL_ARCH_FILE}")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     report = finalize(args.search, args.data, args.k, args.epochs, args.seed, args.lr, args.batch_size,
-                      args.finetune, args.out, args.samples, args.widen)
+                      args.finetune, args.out, args.samples, args.widen, args.recipe, args.recipe_override)
     print(json.dumps({k: v for k, v in report.items() if k != "candidates"}
                      | {"best_val_auc": [c["best_val_auc"] for c in report["candidates"]]}))
 
