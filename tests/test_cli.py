@@ -8,13 +8,21 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 
 from autoias_pl.cli import main
 from autoias_pl.data.schema import Schema
 from autoias_pl.retrain import TEST_METRICS_FILE, AutoIASRetrain, init_from_search
 from autoias_pl.search import BEST_ARCH_FILE
 from autoias_pl.space import Architecture, ArchitectureError, SearchSpace
-from tests.helpers.cli import CONFIGS, RETRAIN, autoias, retrain_overrides
+from tests.helpers.cli import CONFIGS, RETRAIN, SEARCH, autoias, retrain_overrides
+
+# one batch of the cpu recipe, generator step included, and one validation batch: enough to log and checkpoint
+TINY_SEARCH = ["--data.batch_size=256", "--data.eval_batch_size=256", "--trainer.max_epochs=1",
+               "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0",
+               "--model.init_args.schedule.warmup_epochs=0", "--model.init_args.distill.num_students=1",
+               "--model.init_args.distill.uniform_students=0", "--model.init_args.reward.num_archs=2",
+               "--model.init_args.reward.rows=256", "--model.init_args.reward.prune_tolerance=0"]
 
 
 @pytest.fixture
@@ -69,6 +77,23 @@ def test_predict_writes_click_probabilities(synth_dir: Path, tmp_path: Path) -> 
     assert table.num_rows == Schema.load(synth_dir).rows["val"]
     probs = table.column("prob").to_numpy()
     assert ((probs > 0) & (probs < 1)).all()
+
+
+@pytest.mark.parametrize(("model_seed", "data_seed"), [(3, None), (None, 5), (3, 5)])
+def test_model_and_data_seeds_are_set_apart(synth_dir: Path, tmp_path: Path, model_seed: int | None,
+                                            data_seed: int | None) -> None:
+    """`--model.init_args.seed` and `--data.seed` each alone or with different values: the run logs both (the
+    data's shuffle seed as `data_seed`) instead of refusing two values of `seed`, and the data order stays the
+    data seed's (checkpointed under the argument's name)."""
+    seeds = [f"--model.init_args.seed={model_seed}"] * (model_seed is not None) + [
+        f"--data.seed={data_seed}"] * (data_seed is not None)
+    cli = autoias("fit", SEARCH, f"--data.data_dir={synth_dir}", *seeds, *TINY_SEARCH, out=tmp_path, version="v")
+    model, data = model_seed or 0, data_seed or 0
+    assert (cli.model.seed, cli.datamodule.seed) == (model, data)
+    logged = yaml.safe_load((tmp_path / "v" / "hparams.yaml").read_text())
+    assert (logged["seed"], logged["data_seed"]) == (model, data)
+    ckpt = torch.load(tmp_path / "v" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (ckpt["hyper_parameters"]["seed"], ckpt["datamodule_hyper_parameters"]["seed"]) == (model, data)
 
 
 def test_fields_and_vocab_sizes_come_from_the_data(synth_dir: Path, tmp_path: Path) -> None:

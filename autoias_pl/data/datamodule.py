@@ -11,12 +11,16 @@ loaders (and the reward stream) are stateful: Lightning saves their (epoch, batc
 checkpoint ("combined_loader" of the fit loop's state), the count read from the training loop's progress
 (batches whose `training_step` is done, not those a fetcher took ahead), and a run resumed from a
 mid-epoch checkpoint continues the epoch exactly where it stopped (see `StreamLoader`).
+
+Its argument `seed` (`--data.seed`, the shuffle order) is logged as `data_seed`: the search module's `seed` is
+another value (its initial weights and architecture draws), and Lightning refuses to log one key with two values.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
 
@@ -57,6 +61,16 @@ class CTRDataModule(LightningDataModule):
         self.reward_stream, self.reward_batch_size = reward_stream, reward_batch_size
         self.predict_split = predict_split
         self.save_hyperparameters()
+
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        """The hyperparameters as the logger receives them, merged with the model's: `seed` renamed `data_seed`,
+        so that a model seed (`--model.init_args.seed`) other than the data's is logged beside it instead of
+        failing the merge. `hparams`, and with them the checkpoint, keep the argument's name `seed`."""
+        hp = super().hparams_initial  # a copy
+        if "seed" in hp:
+            hp["data_seed"] = hp.pop("seed")
+        return hp
 
     @property
     def schema(self) -> Schema:

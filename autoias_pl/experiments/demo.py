@@ -100,8 +100,8 @@ def cli(subcommand: str, configs: list[str], overrides: list[str]) -> object:
 
 
 def common(args: argparse.Namespace, data: Path, out: Path, version: str) -> list[str]:
-    """Overrides shared by every run: the data folder, the run folder `out/<version>`, seed (also the data's
-    shuffle seed: a search module and its DataModule with different `seed` hparams cannot log), progress bar."""
+    """Overrides shared by every run: the data folder, the run folder `out/<version>`, seed (the data's shuffle
+    seed too, so that `--seed N` changes the data order as well), progress bar."""
     o = [f"--data.data_dir={data}", f"--data.seed={args.seed}", f"--seed_everything={args.seed}",
          f"--trainer.logger.init_args.save_dir={out}", "--trainer.logger.init_args.name=",
          f"--trainer.logger.init_args.version={version}"]

@@ -17,15 +17,8 @@ counts optimizer steps: 3 per batch (2 during warm-up or for random search); the
 `batch_count` buffer (checkpointed). Configure runs with max_epochs and val_check_interval, not max_steps.
 
 Every rank draws the same architectures (torch.Generators seeded from (seed, batch counter, phase)) and sees
-the same reward (scores and labels are all-gathered before the AUC). Each validation after the warm-up scores
-the proposer's candidate (the generator's greedy architecture; random search's best scored one), refined by
-`reward.refine_sweeps` of coordinate ascent over the pairs and pruned of the vectors worth at most
-`reward.prune_tolerance` (search/refine.py), on the whole validation split with inherited weights (`val/auc`,
-`val/logloss`, `val/params`, `val/score` = the objective on val/auc); the best by val/score is kept and
-written by `search/callbacks.py` to `<log_dir>/best_architecture.json`. Validations during the warm-up score
-the teacher instead and log it as `warmup/teacher_auc`, `warmup/teacher_logloss`, `warmup/teacher_params`
-only: no candidate exists yet, so none is validated, kept or checkpointed as best. EarlyStopping on
-`val/score`, mode max, ends the search (the CLI's skips the warm-up: autoias_pl/cli_callbacks.py).
+the same reward (scores and labels are all-gathered before the AUC). What a validation scores (the proposer's
+candidate, refined and pruned; the teacher during the warm-up), logs and keeps: search/validation.py.
 """
 from __future__ import annotations
 
@@ -43,7 +36,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from autoias_pl.auc import batched_auc
-from autoias_pl.data.batch import CTRBatch
+from autoias_pl.data.batch import CTRBatch, unpack_batch
 from autoias_pl.io import run_dir
 from autoias_pl.metrics import ctr_metrics
 from autoias_pl.search.callbacks import BestArchitectureWriter, SearchViews
@@ -62,7 +55,6 @@ from autoias_pl.search.config import (
 from autoias_pl.search.generator import ArchitectureGenerator, GeneratorSample
 from autoias_pl.search.proposer import Proposer, make_proposer
 from autoias_pl.search.record import SearchRecord
-from autoias_pl.search.refine import post_process
 from autoias_pl.search.reward import (
     RewardShaper,
     budget_excess,
@@ -71,6 +63,7 @@ from autoias_pl.search.reward import (
     reinforce_loss,
     selection_cost,
 )
+from autoias_pl.search.validation import CandidateValidation
 from autoias_pl.space import COMPONENTS, Architecture, SearchSpace
 from autoias_pl.supernet.supernet import Supernet
 
@@ -87,10 +80,10 @@ class NonFiniteLossError(FloatingPointError):
     """A loss of the search is NaN or infinite; raised before the optimizer step, so no checkpoint follows."""
 
 
-class AutoIASSearch(LightningModule):
+class AutoIASSearch(CandidateValidation, LightningModule):
     """Supernet (KD-trained) + architecture proposer (the generator's REINFORCE, or random search). See the
     module docstring; the recipe is the configs of search/config.py (each accepts its dict too, as a
-    checkpoint's hparams hold it)."""
+    checkpoint's hparams hold it); the validation hooks are `CandidateValidation`'s (search/validation.py)."""
 
     def __init__(
         self,
@@ -196,7 +189,7 @@ class AutoIASSearch(LightningModule):
 
     # ----- training -----
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        train, reward = _unpack(batch)
+        train, reward = unpack_batch(batch)
         sup_opt, gen_opt = self.optimizers()
         step = int(self.batch_count)
         teacher_prob = self._teacher_phase(train, sup_opt, step)
@@ -336,56 +329,6 @@ class AutoIASSearch(LightningModule):
         CLI's early stopping and best checkpoint skip them (autoias_pl/cli_callbacks.py)."""
         return int(self.batch_count) <= self.warmup_batches and self.warmup_batches > 0
 
-    # ----- validation: the proposer's candidate on the whole validation split -----
-    def candidate(self) -> Architecture:
-        """The proposer's candidate: the generator's greedy architecture, or random search's best scored one
-        (the untrained generator's greedy one before any)."""
-        return self.proposer.candidate(None if self.best_scored is None else self.best_scored[1])
-
-    @property
-    def validated_architecture(self) -> Architecture | None:
-        """The architecture the current (or last) validation scores, read-only: during the warm-up the teacher
-        (the largest architecture: how far the shared weights have come; no candidate exists yet), after it the
-        candidate, refined and pruned (reward.refine_sweeps / prune_tolerance)."""
-        return self._val_arch
-
-    def on_validation_epoch_start(self) -> None:
-        self._val_arch = self.teacher if self.in_warmup else self._post_process(self.candidate())
-        self.val_metrics.reset()
-
-    def _post_process(self, arch: Architecture) -> Architecture:
-        """`arch` refined over its pairs and pruned of the vectors worth at most reward.prune_tolerance, on the
-        fixed reward rows (search/refine.py); unchanged without them and in the sanity check."""
-        r = self.reward
-        if self._reward_set is None or self.trainer.sanity_checking or not (r.refine_sweeps or r.prune_tolerance):
-            return arch
-        arch, logs = post_process(arch, self.score_on_reward_set, r.refine_sweeps, r.prune_tolerance,
-                                  seed=self.seed + int(self.batch_count))
-        self.log_dict(logs)
-        return arch
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        rows, _ = _unpack(batch)
-        self.val_metrics.update(self.supernet(rows.features, self._val_arch), rows.labels)
-
-    def on_validation_epoch_end(self) -> None:
-        scores = {k: float(v) for k, v in self.val_metrics.compute().items()}  # synced across ranks
-        arch = self._val_arch
-        params = float(arch.num_params(self.vocab_sizes))
-        if self.in_warmup:  # the teacher: its own keys, never a candidate's val/auc, val/score or best
-            self.log_dict({"warmup/teacher_auc": scores["val/auc"], "warmup/teacher_logloss": scores["val/logloss"],
-                           "warmup/teacher_params": params}, sync_dist=True, prog_bar=True)
-            return
-        # the search objective: val/auc minus the same cost term as the reward (= val/auc without cost or budget)
-        score = float(self.objective([arch], torch.tensor([scores["val/auc"]]))[0])
-        self.log_dict({"val/auc": scores["val/auc"], "val/logloss": scores["val/logloss"],
-                       "val/params": params, "val/score": score}, sync_dist=True, prog_bar=True)
-        if self.trainer.sanity_checking:
-            return
-        self.record.validated(arch, score, {
-            "epoch": self.current_epoch, "val_auc": scores["val/auc"], "val_logloss": scores["val/logloss"],
-            "val_score": score, "step": self.global_step, "batch": int(self.batch_count)})
-
     def configure_callbacks(self) -> list[Callback]:
         """The best-architecture file and the TensorBoard views (search/callbacks.py)."""
         return [BestArchitectureWriter(), SearchViews()]
@@ -433,12 +376,3 @@ class AutoIASSearch(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.record = SearchRecord.from_state(checkpoint.get("autoias_search", {}))
 
-
-def _unpack(batch: Any) -> tuple[CTRBatch, CTRBatch | None]:
-    """A CTRBatch / (features, labels), or a dict {"train": ..., "reward": ...} -> (train, reward or None)."""
-    if isinstance(batch, dict):
-        if "train" not in batch:
-            raise ValueError(f"a dict batch needs a 'train' entry, got keys {sorted(batch)}")
-        reward = batch.get("reward")
-        return CTRBatch(*batch["train"]), None if reward is None else CTRBatch(*reward)
-    return CTRBatch(*batch), None

@@ -21,6 +21,7 @@ def autoias(subcommand: str, configs: list[str], *overrides: str, out: Path, ver
 
 
 RETRAIN = ["data/synthetic.yaml", "retrain.yaml", "trainer/cpu.yaml"]
+SEARCH = ["data/synthetic.yaml", "search/cpu.yaml", "trainer/cpu.yaml"]
 
 
 def retrain_overrides(data: Path, architecture: str, epochs: int = 3) -> list[str]:
