@@ -60,7 +60,7 @@ def search(args: argparse.Namespace) -> tuple[Path, float | None]:
         return folder, None
     cmd = [sys.executable, "-m", "autoias_pl.cli", "fit", "-c", "configs/data/synthetic.yaml", "-c", str(args.config),
            "-c", "configs/trainer/cpu.yaml", f"--data.data_dir={args.data}", f"--seed_everything={args.seed}",
-           f"--trainer.logger.init_args.save_dir={args.out}", "--trainer.logger.init_args.name=",
+           f"--model.init_args.seed={args.seed}", f"--trainer.logger.init_args.save_dir={args.out}", "--trainer.logger.init_args.name=",
            "--trainer.logger.init_args.version=search", "--trainer.enable_progress_bar=false", *args.search_arg]
     return folder, run(cmd, args.threads, args.out / "search.log")
 
@@ -68,7 +68,8 @@ def search(args: argparse.Namespace) -> tuple[Path, float | None]:
 def finalize(args: argparse.Namespace, folder: Path) -> tuple[Path, float]:
     how = ["--epochs", str(args.finalize_epochs)] if args.finalize_epochs else ["--recipe", *RECIPE]
     cmd = [sys.executable, "-m", "autoias_pl.search.finalize", "--search", str(folder), "--data", str(args.data),
-           "--k", str(args.k), *how, "--seed", str(args.seed), *(["--widen"] if args.widen else [])]
+           "--k", str(args.k), *how, "--seed", str(args.seed), "--batch-size", str(args.batch_size),
+           *(["--widen"] if args.widen else [])]
     seconds = run(cmd, args.threads, args.out / "finalize.log")
     return folder / "final_architecture.json", seconds
 

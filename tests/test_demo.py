@@ -33,6 +33,12 @@ def test_demo_writes_the_comparison(demo_run: Path) -> None:
 def test_demo_runs_are_cli_runs(demo_run: Path) -> None:
     """Each model's folder holds what `autoias fit` + `autoias test` write."""
     assert (demo_run / "search" / "best_architecture.json").is_file()
+    # finalize chose among the pick and the generator's top model, each also at its widest widths, and the
+    # chosen one is what step 3 retrained as "autoias"
+    report = json.loads((demo_run / "search" / "final_architecture.report.json").read_text())
+    assert report["widen"] and 2 <= len(report["candidates"]) <= 4 and report["recipe"]
+    trained = json.loads((demo_run / "autoias" / "test_metrics.json").read_text())["architecture"]
+    assert Path(trained) == demo_run / "search" / "final_architecture.json"
     for name in ("autoias", *demo.BASELINE_NAMES):
         run = demo_run / demo.folder(name)
         assert (run / "config.yaml").is_file() and (run / "config_test.yaml").is_file()

@@ -3,8 +3,11 @@
     python -m autoias_pl.experiments.demo --out runs/demo [--rows 100000] [--max-epochs 10] [--quick]
 
 1. synthesize a dataset whose clicks depend on a few planted field pairs (known Bayes-optimal ceiling);
-2. search (configs/search/cpu.yaml) -> `search/best_architecture.json`;
-3. retrain the searched architecture, the in-space baselines lr, fm, dnn, deepfm and the published
+2. search (configs/search/cpu.yaml) -> `search/best_architecture.json`, then finalize (`python -m
+   autoias_pl.search.finalize --k 3 --widen --recipe ...`): the search's pick and the generator's top models,
+   each also at its widest widths, retrained by the demo's recipe, the best val AUC kept ->
+   `search/final_architecture.json` (`--finalize-k 0`: the search's pick as it is);
+3. retrain the chosen architecture, the in-space baselines lr, fm, dnn, deepfm and the published
    reference models ref:fm, ref:deepfm from scratch (configs/retrain.yaml);
 4. test each on the test split; print and write the comparison (`results.md`, `results.csv`).
 Every step is the `autoias` command a user would type (`autoias_pl.cli.run([...])`); each run's resolved
@@ -68,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.01,
                    help="retraining Adam lr (configs/retrain.yaml has the paper's 1e-3, for Criteo-sized data)")
     p.add_argument("--search-epochs", type=int, default=None, help="default: configs/search/cpu.yaml's")
+    p.add_argument("--finalize-k", type=int, default=3,
+                   help="finalize's candidates (each also at its widest widths); 0: retrain the search's pick")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny sizes for tests: 20k rows, 2 epochs, no bar")
     p.add_argument("--no-progress-bar", action="store_true")
@@ -75,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.rows, args.max_epochs = min(args.rows, 10_000), min(args.max_epochs, 2)
         args.search_epochs, args.no_progress_bar = args.search_epochs or 2, True
+        args.finalize_k = min(args.finalize_k, 1)
     return args
 
 
@@ -134,6 +140,29 @@ def search(args: argparse.Namespace, data: Path, out: Path) -> tuple[Path, float
     return path, seconds
 
 
+RETRAIN_CONFIGS = ["data/synthetic.yaml", "retrain.yaml", "trainer/cpu.yaml"]
+
+
+def final_choice(args: argparse.Namespace, data: Path, pick: Path) -> tuple[Path, str]:
+    """`finalize` of the search in pick's folder, its candidates retrained exactly as step 3 retrains the
+    searched model: (the chosen architecture's file, a note). `--finalize-k 0`: the pick itself."""
+    if args.finalize_k < 1:
+        return pick, ""
+    from autoias_pl.search.finalize import finalize
+
+    recipe = [CONFIGS / c for c in RETRAIN_CONFIGS]
+    overrides = [f"--model.init_args.optimizer.init_args.lr={args.lr}", f"--trainer.max_epochs={args.max_epochs}"]
+    overrides += ["--trainer.enable_progress_bar=false"] if args.no_progress_bar else []
+    print(f"    finalize: the pick and the generator's top {args.finalize_k}, each also at its widest widths")
+    start = time.perf_counter()
+    report = finalize(pick.parent, data, k=args.finalize_k, seed=args.seed, batch_size=None, widen=True,
+                      recipe=recipe, recipe_overrides=overrides)
+    won = report["candidates"][report["chosen"]]
+    note = (f"; finalized in {time.perf_counter() - start:.0f} s: {won['source']} "
+            f"{report['chosen'] + 1} of {len(report['candidates'])}")
+    return Path(report["out"]), note
+
+
 def folder(name: str) -> str:
     """The run folder of a model: its name with ':' (ref:deepfm) as '-'."""
     return name.replace(":", "-")
@@ -141,7 +170,7 @@ def folder(name: str) -> str:
 
 def retrain(args: argparse.Namespace, data: Path, out: Path, name: str, architecture: str) -> Result:
     """fit then test one architecture in `out/<folder(name)>`; the test reads `best.ckpt` of the fit."""
-    configs = ["data/synthetic.yaml", "retrain.yaml", "trainer/cpu.yaml"]
+    configs = RETRAIN_CONFIGS
     overrides = common(args, data, out, folder(name)) + [f"--model.init_args.architecture={architecture}",
                                                  f"--model.init_args.optimizer.init_args.lr={args.lr}"]
     if name != "autoias":  # baselines and references at the sizes of the synthetic data's scale
@@ -215,10 +244,11 @@ def _main(args: argparse.Namespace) -> list[Result]:
                         rank=PAIR_RANK, vocab_range=VOCAB_RANGE)
     print(f"    planted pairs: {schema.extra['synthetic']['planted_pairs']}")
     print("2/4 searching (configs/search/cpu.yaml)")
-    arch_path, search_seconds = search(args, data, out)
+    pick, search_seconds = search(args, data, out)
+    arch_path, final_note = final_choice(args, data, pick)
     print("3/4 retraining the searched architecture and the baselines", ", ".join(BASELINE_NAMES))
     results = [retrain(args, data, out, "autoias", str(arch_path))]
-    results[0].note = f"searched in {search_seconds:.0f} s"
+    results[0].note = f"searched in {search_seconds:.0f} s{final_note}"
     results += [retrain(args, data, out, name, name) for name in BASELINE_NAMES]
     print("4/4 results")
     results += ceilings(data)

@@ -157,17 +157,19 @@ def train_briefly(arch: Architecture, data: Path, epochs: int, seed: int, lr: fl
     return curve.values, time.perf_counter() - start
 
 
-def train_by_recipe(arch: Architecture, data: Path, recipe: Sequence[Path], seed: int, batch_size: int,
+def train_by_recipe(arch: Architecture, data: Path, recipe: Sequence[Path], seed: int, batch_size: int | None,
                     folder: Path, name: str, overrides: Sequence[str] = ()) -> tuple[float, int, float]:
     """Train `arch` from scratch exactly as `autoias fit -c RECIPE ...` retrains a searched architecture (its
     optimizer, lr schedule, early stopping and best.ckpt on val AUC), in a subprocess (the CLI is a command
-    that no module imports), into `folder/name`: (best.ckpt's val AUC, epochs trained, seconds)."""
+    that no module imports), into `folder/name`: (best.ckpt's val AUC, epochs trained, seconds). `batch_size`
+    None: the recipe's."""
     schema = Schema.load(data)
     folder.mkdir(parents=True, exist_ok=True)
     arch_file = folder / f"{name}.json"
     atomic_write_text(arch_file, json.dumps(arch.to_json_dict(schema.vocab_sizes), indent=1) + "\n")
     cmd = [sys.executable, "-m", "autoias_pl.cli", "fit", *(f"--config={c}" for c in recipe),
-           f"--model.init_args.architecture={arch_file}", f"--data.data_dir={data}", f"--data.batch_size={batch_size}",
+           f"--model.init_args.architecture={arch_file}", f"--data.data_dir={data}",
+           *([] if batch_size is None else [f"--data.batch_size={batch_size}"]),
            f"--data.seed={seed}", f"--seed_everything={seed}", f"--trainer.logger.init_args.save_dir={folder}",
            "--trainer.logger.init_args.name=", f"--trainer.logger.init_args.version={name}",
            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", *overrides]
@@ -185,7 +187,7 @@ def train_by_recipe(arch: Architecture, data: Path, recipe: Sequence[Path], seed
 
 
 def finalize(search: Path, data: Path, k: int = 4, epochs: int = 2, seed: int = 0, lr: float = 1e-3,
-             batch_size: int = 512, finetune: bool = False, out: Path | None = None,
+             batch_size: int | None = 512, finetune: bool = False, out: Path | None = None,
              samples: int = 256, widen: bool = False, recipe: Sequence[Path] = (),
              recipe_overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Choose among the top-k candidates of the search run `search` on val AUC (see the module docstring);
@@ -209,7 +211,8 @@ def finalize(search: Path, data: Path, k: int = 4, epochs: int = 2, seed: int = 
                                                          out.parent / f"{out.stem}.runs", f"candidate{i}", recipe_overrides)
             t.val_auc = [score]
         else:
-            t.val_auc, t.seconds = train_briefly(arch, data, epochs, seed, lr, batch_size, ckpt if finetune else None)
+            t.val_auc, t.seconds = train_briefly(arch, data, epochs, seed, lr, batch_size or 512,
+                                                 ckpt if finetune else None)
             t.epochs = len(t.val_auc)
         trained.append(t)
     chosen = max(range(len(trained)), key=lambda i: trained[i].best_val_auc)
