@@ -15,7 +15,8 @@ launches it (`autoias_pl.cli.build_search`), with only what a study varies overr
   baseline of eq. 23 for every M: the recipe's leave-one-out baseline is undefined at M = 1).
 
 All runs of a plan train the same number of rows (equal budget), validated at the same `checks` points,
-the first `warmup_fraction` of the batches with uniform students and no generator step (its validation points
+the first `warmup_fraction` of the batches (the recipe's share: cpu.yaml's 8 warm-up of 11 epochs) with
+uniform students and no generator step (its validation points
 score the teacher: their candidate val AUC is NaN, left out of the AUC statistics). `--budget-minutes`
 sizes them: the pieces of a search step are timed on the data (`calibrate`), and the largest number of
 batches is taken for which the estimated time of all runs to do fits (`size_runs`; over several epochs
