@@ -68,11 +68,13 @@ def readme_block(results_md: str, source: str = "results.md") -> str:
     return f"{p['table']}\n\n{p['pairs']}\n\nDemo of {sizes}. {p['notes']}\n"
 
 
-SECONDS = re.compile(r"(?<=\| )[\d.]+(?= \| [^|]*\|$)|(?<=searched in )\d+(?= s)", re.MULTILINE)
+SECONDS = re.compile(r"(?<=\| )[\d.]+(?= \| [^|]*\|$)|(?<=searched in )\d+(?= s)|(?<=finalized in )\d+(?= s)",
+                     re.MULTILINE)
 
 
 def masked(block: str) -> str:
-    """`block` with its wall-clock seconds (the training s column, the search's "searched in N s") as `?`."""
+    """`block` with its wall-clock seconds (the training s column, the search's "searched in N s" and
+    finalize's "finalized in N s") as `?`."""
     return SECONDS.sub("?", block)
 
 

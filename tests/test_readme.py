@@ -45,7 +45,7 @@ def parse_table(table: str) -> list[demo.Result]:
     return out
 
 
-RESULTS = [demo.Result("autoias", 0.81234, 0.4, 1234, 5.04, "searched in 9 s"),
+RESULTS = [demo.Result("autoias", 0.81234, 0.4, 1234, 5.04, "searched in 9 s; finalized in 3 s: widened 2 of 4"),
            demo.Result("lr", 0.7, 0.45, 99, 1.0), demo.Result("bayes-optimal", 0.83, 0.39, None, None, "true")]
 
 
@@ -107,13 +107,19 @@ def test_verify_masks_the_seconds_and_nothing_else(tmp_path: Path) -> None:
     """CI's `--verify` passes a fresh demo that differs in seconds only, and fails one with another figure."""
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{sync.BEGIN}\n{sync.readme_block(results_md(RESULTS))}{sync.END}\n")
-    slower = [demo.Result("autoias", 0.81234, 0.4, 1234, 50.5, "searched in 99 s"), *RESULTS[1:]]
+    slower = [demo.Result("autoias", 0.81234, 0.4, 1234, 50.5, "searched in 99 s; finalized in 30 s: widened 2 of 4"),
+              *RESULTS[1:]]
     fresh = tmp_path / "fresh.md"
     fresh.write_text(results_md(slower))
     assert sync.masked(sync.readme_block(fresh.read_text())) != sync.readme_block(fresh.read_text())
     assert sync.main(["--verify", str(fresh), "--readme", str(readme)]) == 0
-    other = [demo.Result("autoias", 0.81244, 0.4, 1234, 5.04, "searched in 9 s"), *RESULTS[1:]]
+    other = [demo.Result("autoias", 0.81244, 0.4, 1234, 5.04, "searched in 9 s; finalized in 3 s: widened 2 of 4"),
+             *RESULTS[1:]]
     fresh.write_text(results_md(other))
+    assert sync.main(["--verify", str(fresh), "--readme", str(readme)]) == 1
+    chosen = [demo.Result("autoias", 0.81234, 0.4, 1234, 5.04, "searched in 9 s; finalized in 3 s: search 1 of 4"),
+              *RESULTS[1:]]  # finalize chose another candidate: not a matter of seconds
+    fresh.write_text(results_md(chosen))
     assert sync.main(["--verify", str(fresh), "--readme", str(readme)]) == 1
     fresh.write_text(results_md(RESULTS, pairs="planted pairs found by the search: 0/1 []; selected pairs 0 of 3: []"))
     assert sync.main(["--verify", str(fresh), "--readme", str(readme)]) == 1
