@@ -129,3 +129,14 @@ def test_budget_sizing_fits_the_runs(tiny_data: Path) -> None:
     for budget, sizing in ((120.0, small), (600.0, large)):
         assert sum(costs.run_seconds(r, sizing, schema, ablations.BASE) for r in runs) <= budget
         assert sizing.checks >= 1 and sizing.batches_per_epoch % sizing.val_every == 0
+
+
+def test_mean_std_over_seeds_propagates_a_warm_up_nan() -> None:
+    """A validation point inside the warm-up has no candidate AUC (NaN) in every seed; the report's curves
+    must carry it as NaN, not fail (statistics.stdev raises on NaN)."""
+    nan = float("nan")
+    assert ablations.mean_std([1.0, 3.0]) == (2.0, 2.0 ** 0.5)
+    assert ablations.mean_std([5.0]) == (5.0, 0.0)
+    for values in ([nan, nan, nan], [nan, 1.0, 2.0]):
+        mean, std = ablations.mean_std(values)
+        assert mean != mean and std != std  # NaN

@@ -363,6 +363,10 @@ def fmt_time(seconds: float) -> str:
 
 # ----- tables, figures, report -----
 def mean_std(values: list[float]) -> tuple[float, float]:
+    """(mean, sample std) over seeds; NaN for both when any value is NaN (a validation point inside the warm-up
+    scores no candidate; `statistics` raises on NaN instead of propagating it)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
