@@ -157,16 +157,16 @@ def train_briefly(arch: Architecture, data: Path, epochs: int, seed: int, lr: fl
     return curve.values, time.perf_counter() - start
 
 
-def train_by_recipe(arch: Architecture, data: Path, recipe: Sequence[Path], seed: int, batch_size: int | None,
-                    folder: Path, name: str, overrides: Sequence[str] = ()) -> tuple[float, int, float]:
+def train_by_recipe(arch: Architecture, data: Path, vocab_sizes: Sequence[int], recipe: Sequence[Path], seed: int,
+                    batch_size: int | None, folder: Path, name: str,
+                    overrides: Sequence[str] = ()) -> tuple[float, int, float]:
     """Train `arch` from scratch exactly as `autoias fit -c RECIPE ...` retrains a searched architecture (its
     optimizer, lr schedule, early stopping and best.ckpt on val AUC), in a subprocess (the CLI is a command
-    that no module imports), into `folder/name`: (best.ckpt's val AUC, epochs trained, seconds). `batch_size`
-    None: the recipe's."""
-    schema = Schema.load(data)
+    that no module imports), into `folder/name`: (best.ckpt's val AUC, epochs trained, seconds). `vocab_sizes`:
+    the data's (for the architecture file's summary); `batch_size` None: the recipe's."""
     folder.mkdir(parents=True, exist_ok=True)
     arch_file = folder / f"{name}.json"
-    atomic_write_text(arch_file, json.dumps(arch.to_json_dict(schema.vocab_sizes), indent=1) + "\n")
+    atomic_write_text(arch_file, json.dumps(arch.to_json_dict(vocab_sizes), indent=1) + "\n")
     cmd = [sys.executable, "-m", "autoias_pl.cli", "fit", *(f"--config={c}" for c in recipe),
            f"--model.init_args.architecture={arch_file}", f"--data.data_dir={data}",
            *([] if batch_size is None else [f"--data.batch_size={batch_size}"]),
@@ -207,8 +207,9 @@ def finalize(search: Path, data: Path, k: int = 4, epochs: int = 2, seed: int = 
         source = "widened" if arch.provenance.get("widened") else "generator"
         t = Trained(arch, "search" if best is not None and arch.layout == best.layout else source)
         if recipe:
-            score, t.epochs, t.seconds = train_by_recipe(arch, data, recipe, seed, batch_size,
-                                                         out.parent / f"{out.stem}.runs", f"candidate{i}", recipe_overrides)
+            runs = out.parent / f"{out.stem}.runs"
+            score, t.epochs, t.seconds = train_by_recipe(arch, data, schema.vocab_sizes, recipe, seed, batch_size,
+                                                         runs, f"candidate{i}", recipe_overrides)
             t.val_auc = [score]
         else:
             t.val_auc, t.seconds = train_briefly(arch, data, epochs, seed, lr, batch_size or 512,

@@ -375,4 +375,3 @@ class AutoIASSearch(CandidateValidation, LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.record = SearchRecord.from_state(checkpoint.get("autoias_search", {}))
-
