@@ -72,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="retraining Adam lr (configs/retrain.yaml has the paper's 1e-3, for Criteo-sized data)")
     p.add_argument("--search-epochs", type=int, default=None, help="default: configs/search/cpu.yaml's")
     p.add_argument("--finalize-k", type=int, default=3,
-                   help="finalize's candidates (each also at its widest widths); 0: retrain the search's pick")
+                   help="finalize's candidates: the search's pick, then the generator's most likely models, each "
+                        "also at its widest widths; 0: retrain the search's pick")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny sizes for tests: 20k rows, 2 epochs, no bar")
     p.add_argument("--no-progress-bar", action="store_true")
@@ -153,7 +154,8 @@ def final_choice(args: argparse.Namespace, data: Path, pick: Path) -> tuple[Path
     recipe = [CONFIGS / c for c in RETRAIN_CONFIGS]
     overrides = [f"--model.init_args.optimizer.init_args.lr={args.lr}", f"--trainer.max_epochs={args.max_epochs}"]
     overrides += ["--trainer.enable_progress_bar=false"] if args.no_progress_bar else []
-    print(f"    finalize: the pick and the generator's top {args.finalize_k}, each also at its widest widths")
+    print(f"    finalize: {args.finalize_k} candidates (the search's pick, then the generator's most likely), each "
+          "also at its widest widths")
     start = time.perf_counter()
     report = finalize(pick.parent, data, k=args.finalize_k, seed=args.seed, batch_size=None, widen=True,
                       recipe=recipe, recipe_overrides=overrides)
