@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/ruff check autoias_pl tests benchmarks
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest
 
-# The whole-space planted proof (tests/test_search_proof.py, ~6 min on 2 cores): a search of 100k planted rows
+# The whole-space planted proof (tests/test_search_proof.py, ~3 min at one thread): a search of 100k planted rows
 # must rank the planted pairs first and give them product. CI runs it beside `make test`.
 proof: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -m proof tests/test_search_proof.py
