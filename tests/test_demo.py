@@ -51,3 +51,32 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_:  # one line, exit 2 (tests/test_errors.py: also as a program)
         demo.main(["--quick", "--out", str(tmp_path)])
     assert exit_.value.code == 2 and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_demo_runs_at_its_threads_and_restores_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--threads holds for every step in-process and for finalize's subprocesses (OMP_NUM_THREADS); the caller's
+    thread count and environment come back after, also when a step fails; without it nothing is changed."""
+    import os
+
+    import torch
+
+    seen = []
+
+    def step(args: object) -> list:
+        seen.append((torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")))
+        if len(seen) == 2:
+            raise RuntimeError("a failing step")
+        return []
+
+    monkeypatch.setattr(demo, "_main", step)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    demo.main(["--out", str(tmp_path), "--threads", "3"])
+    with pytest.raises(RuntimeError, match="a failing step"):  # unexpected: it keeps its traceback
+        demo.main(["--out", str(tmp_path), "--threads", "2"])
+    demo.main(["--out", str(tmp_path)])
+    assert seen == [(3, "3"), (2, "2"), (before, None)]
+    assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
+    with pytest.raises(SystemExit) as exit_:
+        demo.main(["--threads", "0"])
+    assert exit_.value.code == 2

@@ -28,8 +28,10 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -49,6 +51,7 @@ MARKER = ".autoias-demo"  # marks a folder the demo owns (and may wipe on the ne
 # learnable by the supernet on a CPU.
 VOCAB_RANGE = (50, 500)
 PAIR_RANK = 1
+T = TypeVar("T")
 
 
 @dataclass
@@ -75,9 +78,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="finalize's candidates: the search's pick, then the generator's most likely models, each "
                         "also at its widest widths; 0: retrain the search's pick")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads of every step, finalize's subprocesses too (default: torch's, one per "
+                        "core); the demo's steps are small ops: on 2 cores under OMP_WAIT_POLICY=PASSIVE, 1 thread ran "
+                        "it in 7 min instead of 10 (docs/usage.md, 'Numbers of threads')")
     p.add_argument("--quick", action="store_true", help="tiny sizes for tests: 20k rows, 2 epochs, no bar")
     p.add_argument("--no-progress-bar", action="store_true")
     args = p.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
     if args.quick:
         args.rows, args.max_epochs = min(args.rows, 10_000), min(args.max_epochs, 2)
         args.search_epochs, args.no_progress_bar = args.search_epochs or 2, True
@@ -233,7 +242,27 @@ def table(results: list[Result]) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> list[Result]:
     """`make demo`; a known error (an --out the demo did not make, a bad option) is one line, exit 2."""
     args = parse_args(argv)
-    return run_main("python -m autoias_pl.experiments.demo", lambda: _main(args))
+    return run_main("python -m autoias_pl.experiments.demo", lambda: _with_threads(args.threads, lambda: _main(args)))
+
+
+def _with_threads(n: int | None, body: Callable[[], T]) -> T:
+    """body() at `n` torch intra-op threads, its subprocesses at n OpenMP threads (OMP_NUM_THREADS); both are
+    restored after (the demo also runs inside the test suite). None: body() as it is."""
+    if n is None:
+        return body()
+    import torch
+
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        return body()
+    finally:
+        torch.set_num_threads(threads)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
 
 
 def _main(args: argparse.Namespace) -> list[Result]:
