@@ -80,3 +80,8 @@ def test_demo_runs_at_its_threads_and_restores_them(tmp_path: Path, monkeypatch:
     with pytest.raises(SystemExit) as exit_:
         demo.main(["--threads", "0"])
     assert exit_.value.code == 2
+
+
+def test_duration_rounds_once() -> None:
+    assert demo.duration(539.6) == "540 s (9 min 0 s)"
+    assert demo.duration(59.4) == "59 s (0 min 59 s)" and demo.duration(3600.2) == "3600 s (60 min 0 s)"

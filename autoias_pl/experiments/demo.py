@@ -25,7 +25,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -81,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads of every step, finalize's subprocesses too (default: torch's, one per "
                         "core); the demo's steps are small ops: on 2 cores under OMP_WAIT_POLICY=PASSIVE, 1 thread ran "
-                        "it in 7 min instead of 10 (docs/usage.md, 'Numbers of threads')")
+                        "it in 7 min instead of 9-10 (docs/usage.md, 'Numbers of threads')")
     p.add_argument("--quick", action="store_true", help="tiny sizes for tests: 20k rows, 2 epochs, no bar")
     p.add_argument("--no-progress-bar", action="store_true")
     args = p.parse_args(argv)
@@ -239,6 +238,12 @@ def table(results: list[Result]) -> tuple[str, str]:
     return "\n".join(md) + "\n", buf.getvalue()
 
 
+def duration(seconds: float) -> str:
+    """'540 s (9 min 0 s)' for 539.6: whole seconds, rounded once (not '8 min 60 s')."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes * 60 + rest} s ({minutes} min {rest} s)"
+
+
 def main(argv: list[str] | None = None) -> list[Result]:
     """`make demo`; a known error (an --out the demo did not make, a bad option) is one line, exit 2."""
     args = parse_args(argv)
@@ -297,8 +302,7 @@ def _main(args: argparse.Namespace) -> list[Result]:
     atomic_write_text(out / "results.md", header + md + f"\n{notes}\n\n{pairs}\n\nTotal wall time {total:.0f} s.\n")
     atomic_write_text(out / "results.csv", csv_text)
     print("\n" + md + "\n" + pairs)
-    print(f"\nwrote {out / 'results.md'} and {out / 'results.csv'} in {total:.0f} s "
-          f"({math.floor(total / 60)} min {total % 60:.0f} s)")
+    print(f"\nwrote {out / 'results.md'} and {out / 'results.csv'} in {duration(total)}")
     print(f"curves and architecture views: tensorboard --logdir {out}")
     return results
 
