@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from autoias_pl.experiments import demo
 from tests.helpers.drivers import quick_demo
@@ -54,29 +55,23 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
 
 
 def test_demo_runs_at_its_threads_and_restores_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--threads holds for every step in-process and for finalize's subprocesses (OMP_NUM_THREADS); the caller's
-    thread count and environment come back after, also when a step fails; without it nothing is changed."""
-    import os
-
-    import torch
-
+    """--threads holds for every step (finalize's subprocesses follow it: tests/test_finalize.py); the caller's
+    thread count comes back after, also when a step fails; without it nothing is changed."""
     seen = []
 
     def step(args: object) -> list:
-        seen.append((torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")))
+        seen.append(torch.get_num_threads())
         if len(seen) == 2:
             raise RuntimeError("a failing step")
         return []
 
     monkeypatch.setattr(demo, "_main", step)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     demo.main(["--out", str(tmp_path), "--threads", "3"])
     with pytest.raises(RuntimeError, match="a failing step"):  # unexpected: it keeps its traceback
         demo.main(["--out", str(tmp_path), "--threads", "2"])
     demo.main(["--out", str(tmp_path)])
-    assert seen == [(3, "3"), (2, "2"), (before, None)]
-    assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
+    assert seen == [3, 2, before] and torch.get_num_threads() == before
     with pytest.raises(SystemExit) as exit_:
         demo.main(["--threads", "0"])
     assert exit_.value.code == 2

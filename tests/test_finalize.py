@@ -6,11 +6,13 @@ two things finalize reads), so these tests need no search run."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
+import autoias_pl.search.finalize as finalize_module
 from autoias_pl.data.schema import Schema
 from autoias_pl.search.finalize import FINAL_ARCH_FILE, candidates, finalize, generator_from_checkpoint
 from autoias_pl.search.generator import ArchitectureGenerator
@@ -144,6 +146,27 @@ def test_finalize_by_the_retraining_recipe_chooses_on_best_ckpt_val_auc(synth_sc
     assert final.provenance["finalize"]["recipe"] == report["recipe"]
     with pytest.raises(ValueError, match="finetune"):
         finalize(run, synth_dir, k=1, recipe=recipe, finetune=True)
+
+
+def test_recipe_subprocess_runs_at_this_process_thread_count(synth_schema: Schema, synth_dir: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidate's `autoias fit` subprocess gets this process's torch thread count (OMP_NUM_THREADS), whatever
+    the environment says, so that finalize's and the demo's --threads reach it."""
+    seen = []
+
+    def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess:
+        seen.append(kw["env"]["OMP_NUM_THREADS"])
+        return subprocess.CompletedProcess(cmd, 1, "", "stopped here")
+
+    monkeypatch.setattr(finalize_module.subprocess, "run", run)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    arch = candidates(peaked(small_space(synth_schema)), 1, None, seed=0, samples=8)[0]
+    for threads in (1, 2):
+        torch.set_num_threads(threads)  # the module's one_thread fixture restores the count
+        with pytest.raises(RuntimeError, match="stopped here"):
+            finalize_module.train_by_recipe(arch, synth_dir, synth_schema.vocab_sizes, [CONFIGS / "retrain.yaml"], 0,
+                                            None, tmp_path, f"c{threads}")
+    assert seen == ["1", "2"]
 
 
 def test_reads_the_generator_of_a_real_search_checkpoint(search_run: Path) -> None:

@@ -251,23 +251,18 @@ def main(argv: list[str] | None = None) -> list[Result]:
 
 
 def _with_threads(n: int | None, body: Callable[[], T]) -> T:
-    """body() at `n` torch intra-op threads, its subprocesses at n OpenMP threads (OMP_NUM_THREADS); both are
-    restored after (the demo also runs inside the test suite). None: body() as it is."""
+    """body() at `n` torch intra-op threads (finalize's subprocesses follow it), the caller's count restored after
+    (the demo also runs inside the test suite). None: body() as it is."""
     if n is None:
         return body()
     import torch
 
-    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    threads = torch.get_num_threads()
     torch.set_num_threads(n)
-    os.environ["OMP_NUM_THREADS"] = str(n)
     try:
         return body()
     finally:
         torch.set_num_threads(threads)
-        if env is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = env
 
 
 def _main(args: argparse.Namespace) -> list[Result]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -163,7 +164,8 @@ def train_by_recipe(arch: Architecture, data: Path, vocab_sizes: Sequence[int], 
     """Train `arch` from scratch exactly as `autoias fit -c RECIPE ...` retrains a searched architecture (its
     optimizer, lr schedule, early stopping and best.ckpt on val AUC), in a subprocess (the CLI is a command
     that no module imports), into `folder/name`: (best.ckpt's val AUC, epochs trained, seconds). `vocab_sizes`:
-    the data's (for the architecture file's summary); `batch_size` None: the recipe's."""
+    the data's (for the architecture file's summary); `batch_size` None: the recipe's. The subprocess runs at this
+    process's torch thread count (OMP_NUM_THREADS), so `--threads` (finalize's, the demo's) reaches it."""
     folder.mkdir(parents=True, exist_ok=True)
     arch_file = folder / f"{name}.json"
     atomic_write_text(arch_file, json.dumps(arch.to_json_dict(vocab_sizes), indent=1) + "\n")
@@ -174,7 +176,8 @@ def train_by_recipe(arch: Architecture, data: Path, vocab_sizes: Sequence[int], 
            "--trainer.logger.init_args.name=", f"--trainer.logger.init_args.version={name}",
            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", *overrides]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
